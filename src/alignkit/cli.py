@@ -1,0 +1,185 @@
+"""Command line: ``alignkit <command> --config run.yaml key.sub=value ...``.
+
+Thin by design: parse, validate the config, call a recipe. Every training command's ``--help``
+is generated from its pydantic config model, so the CLI documents every field with its type,
+default and description without a second copy that could drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from alignkit.config import (
+    ConfigError,
+    PretrainConfig,
+    SFTConfig,
+    describe_fields,
+    load_config,
+)
+
+app = typer.Typer(
+    name="alignkit",
+    help="Align pretrained language models with human intentions and values.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from alignkit.data.readers import DataError
+    from alignkit.models.load import ModelError
+
+    return (ConfigError, DataError, ModelError, FileNotFoundError)
+
+
+def run_guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command; user mistakes become one red message and exit code 2, not a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return fn()
+    except _user_errors() as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+def print_config_help(command: str, model: type[BaseModel], summary: str) -> None:
+    out = Console()
+    out.print(f"[bold]Usage:[/] alignkit {command} [--config RUN.yaml] [key.sub=value ...]\n")
+    out.print(summary + "\n")
+    out.print(
+        "Every field below can be set in the YAML file or overridden on the command line, "
+        "e.g. [cyan]train.lr=1e-4 model.lora.enabled=true[/].\n"
+    )
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("type")
+    table.add_column("default")
+    table.add_column("description")
+    for key, typ, default, desc in describe_fields(model):
+        table.add_row(key, typ, default, desc)
+    out.print(table)
+
+
+def _split_args(args: list[str]) -> tuple[Path | None, list[str], bool]:
+    config: Path | None = None
+    overrides: list[str] = []
+    want_help = False
+    it = iter(args)
+    for a in it:
+        if a in ("--help", "-h"):
+            want_help = True
+        elif a in ("--config", "-c"):
+            nxt = next(it, None)
+            if nxt is None:
+                raise ConfigError("--config needs a path to a YAML file")
+            config = Path(nxt)
+        elif a.startswith("--config="):
+            config = Path(a.split("=", 1)[1])
+        elif a.endswith((".yaml", ".yml")) and "=" not in a and config is None:
+            config = Path(a)
+        else:
+            overrides.append(a)
+    return config, overrides, want_help
+
+
+def training_command(
+    name: str, model: type[BaseModel], runner: Callable[[Any], Any], summary: str
+) -> None:
+    @app.command(
+        name,
+        help=summary + " Run `alignkit " + name + " --help` for every config field.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def _cmd(ctx: typer.Context) -> None:
+        config, overrides, want_help = _split_args(list(ctx.args))
+        if want_help:
+            print_config_help(name, model, summary)
+            return
+
+        def go() -> Any:
+            cfg = load_config(model, config, overrides)
+            return runner(cfg)
+
+        run_guarded(go)
+
+
+def _run_sft(cfg: SFTConfig) -> Path:
+    from alignkit.recipes.sft import run_sft
+
+    return run_sft(cfg)
+
+
+def _run_pretrain(cfg: PretrainConfig) -> Path:
+    from alignkit.recipes.pretrain import run_pretrain
+
+    return run_pretrain(cfg)
+
+
+training_command(
+    "sft",
+    SFTConfig,
+    _run_sft,
+    "Supervised fine-tuning on demonstrations (full, LoRA, frozen layers; sequential stages).",
+)
+training_command(
+    "pretrain",
+    PretrainConfig,
+    _run_pretrain,
+    "Causal-LM training on plain text: a new model from an architecture config, or continued.",
+)
+
+
+@app.command("check-data")
+def check_data(
+    model: str = typer.Option(..., "--model", "-m", help="Model or tokenizer folder."),
+    data: str = typer.Option(..., "--data", "-d", help="Demonstrations file or dataset folder."),
+    max_length: int = typer.Option(1024, help="Maximum tokens per example."),
+    chat_template: str = typer.Option("auto", help="auto | none | default | Jinja | .jinja path."),
+    split: str = typer.Option(None, help="Split of a DatasetDict folder."),
+    show: int = typer.Option(1, help="Examples to render with the loss mask highlighted."),
+) -> None:
+    """Lint a dataset against a model's tokenizer and chat template before training."""
+
+    def go() -> None:
+        from alignkit.data.check import check_dataset, print_report
+
+        report = check_dataset(model, data, max_length, chat_template, split, show)
+        print_report(report, Console())
+        if report["errors"]:
+            raise typer.Exit(1)
+
+    run_guarded(go)
+
+
+def _mount_optional() -> None:
+    """Sub-command groups that live in their own packages."""
+    try:
+        from alignkit.feedback.cli import app as feedback_app
+    except ImportError:
+        return
+    app.add_typer(feedback_app, name="feedback", help="Collect human rankings in a web app.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app(prog_name="alignkit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

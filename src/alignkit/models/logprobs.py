@@ -1,0 +1,75 @@
+"""Per-token log-probabilities: the one place where logits become log π(y_t | y_<t).
+
+Every recipe (SFT loss, DPO, reward-free methods, PPO ratios, evaluation likelihoods) gathers
+log-probs here, so a parity test against the plain Hugging Face forward covers all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alignkit.data.tokenize import IGNORE_INDEX
+
+
+def gather_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifted per-token log-probs of ``labels`` under ``logits``.
+
+    Args:
+        logits: [B, T, V] model outputs (any float dtype; computed in float32).
+        labels: [B, T] token ids aligned with the inputs; ``-100`` = no target.
+        temperature: sampling temperature the tokens were drawn with (PPO needs the same
+            temperature at training time, else the ratio is not 1 at the first step).
+
+    Returns:
+        (logp, mask), both [B, T-1]: ``logp[:, t]`` = log π(labels[t+1] | inputs[:t+1]),
+        zero where masked; ``mask`` is 1.0 where a target exists.
+    """
+    logits = logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    safe_targets = targets.masked_fill(~mask, 0)
+    # log_softmax then gather, without materialising a second [B,T,V] tensor for the gather.
+    picked = logits.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    logp = picked - torch.logsumexp(logits, dim=-1)
+    return logp * mask, mask.to(logp.dtype)
+
+
+def sequence_logprobs(
+    logp: torch.Tensor, mask: torch.Tensor, reduction: str = "sum"
+) -> torch.Tensor:
+    """Reduce per-token log-probs to one number per row: ``sum`` or ``mean`` over targets."""
+    total = (logp * mask).sum(-1)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / mask.sum(-1).clamp_min(1.0)
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the next-token distribution at every position, [B, T]."""
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def forward_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the model and gather per-token log-probs (see :func:`gather_logprobs`)."""
+    kwargs = {"input_ids": input_ids, "use_cache": False}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    logits = model(**kwargs).logits
+    return gather_logprobs(logits, labels, temperature)
