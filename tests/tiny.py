@@ -18,12 +18,77 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
 
-WORDS = (
-    "the a is of and to what how why who where when which sky blue red green cat dog sun moon "
-    "zero one two three four five six seven eight nine ten plus minus times equals answer "
-    "question hello world please sorry cannot help with that sure here you are yes no maybe "
-    "list sort reverse count city river mountain name capital fact true false i do not know"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "is",
+    "of",
+    "and",
+    "to",
+    "what",
+    "how",
+    "why",
+    "who",
+    "where",
+    "when",
+    "which",
+    "sky",
+    "blue",
+    "red",
+    "green",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "plus",
+    "minus",
+    "times",
+    "equals",
+    "answer",
+    "question",
+    "hello",
+    "world",
+    "please",
+    "sorry",
+    "cannot",
+    "help",
+    "with",
+    "that",
+    "sure",
+    "here",
+    "you",
+    "are",
+    "yes",
+    "no",
+    "maybe",
+    "list",
+    "sort",
+    "reverse",
+    "count",
+    "city",
+    "river",
+    "mountain",
+    "name",
+    "capital",
+    "fact",
+    "true",
+    "false",
+    "i",
+    "do",
+    "not",
+    "know",
+]
 
 
 def corpus(n: int = 400, seed: int = 0) -> list[str]:
@@ -96,6 +161,9 @@ def make_model(arch: str, out: Path, tokenizer_dir: Path, seed: int = 0) -> Path
         )
         model = LlamaForCausalLM(cfg)
     elif arch == "qwen2":
+        # transformers maps a Qwen2 folder's tokenizer to Qwen2Tokenizer, which adds its own
+        # <|endoftext|>; real Qwen checkpoints also pad the embedding matrix beyond the vocab.
+        common["vocab_size"] = len(tok) + 8
         cfg = Qwen2Config(
             hidden_size=32,
             intermediate_size=64,

@@ -237,6 +237,9 @@ class PretrainConfig(Section):
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
+RECIPE_CONFIGS: dict[str, type[BaseModel]] = {"sft": SFTConfig, "pretrain": PretrainConfig}
+"""Config model of each recipe; a YAML file may name its recipe in a top-level ``recipe`` key."""
+
 
 # --------------------------------------------------------------------------------------------
 # Loading, overrides, errors
@@ -306,6 +309,13 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections")
         tree = loaded
+    named = tree.pop("recipe", None)
+    if named is not None:
+        expected = RECIPE_CONFIGS.get(str(named))
+        if expected is None:
+            raise ConfigError(f"{path}: recipe {named!r} unknown; one of {sorted(RECIPE_CONFIGS)}")
+        if expected is not model:
+            raise ConfigError(f"{path} is a {named!r} config; run it with `alignkit {named}`")
     for item in overrides or []:
         keys, value = parse_override(item)
         set_dotted(tree, keys, value)
@@ -418,6 +428,7 @@ __all__ = [
     "ModelConfig",
     "PretrainConfig",
     "PretrainModelInit",
+    "RECIPE_CONFIGS",
     "SFTConfig",
     "SFTStage",
     "TrainConfig",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -48,8 +49,11 @@ class Batch:
             num_real_tokens=self.num_real_tokens,
         )
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {"input_ids": self.input_ids}
+    def model_inputs(self) -> dict[str, Any]:
+        """Forward kwargs. ``use_cache=False`` matters beyond memory: with a KV cache object
+        present, transformers does not derive the block-diagonal mask from packed position
+        ids, and attention would silently cross examples."""
+        out: dict[str, Any] = {"input_ids": self.input_ids, "use_cache": False}
         if self.attention_mask is not None:
             out["attention_mask"] = self.attention_mask
         if self.position_ids is not None:

@@ -109,7 +109,7 @@ def load_causal_lm(cfg: ModelConfig, for_training: bool = True) -> tuple[nn.Modu
         raise
     check_vocab(model, tok, str(p))
     if for_training:
-        prepare_for_training(model, cfg)
+        model = prepare_for_training(model, cfg)
     return model, tok
 
 
@@ -217,12 +217,13 @@ def save_hf_folder(
         unwrapped.save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
-    # Keep run artefacts (config, metrics) that an earlier stage wrote into `out`.
+    # Keep what the run already wrote into `out` (config, metrics, checkpoints, stage folders);
+    # replace only the model files.
     if out.exists():
         for f in out.iterdir():
             target = tmp / f.name
-            if not target.exists() and f.suffix in (".yaml", ".jsonl", ".json", ".png", ".txt"):
-                shutil.copy2(f, target)
+            if not target.exists():
+                os.replace(f, target)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
         tmp.rename(out)

@@ -99,7 +99,7 @@ def lm_step_loss(
     model: nn.Module, batch: Batch, normaliser: float
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Token-normalised NLL of the batch's targets (the normaliser spans the global batch)."""
-    logits = model(**batch.model_inputs(), use_cache=False).logits
+    logits = model(**batch.model_inputs()).logits
     loss = sft_loss(logits, batch.labels, normaliser)
     return loss, {"loss": loss.detach()}
 
@@ -117,7 +117,7 @@ def eval_loss(
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
             batch = collate(examples[i : i + batch_size], pad_id, False, 0).to(device)
-            logits = model(**batch.model_inputs(), use_cache=False).logits
+            logits = model(**batch.model_inputs()).logits
             logp, mask = gather_logprobs(logits, batch.labels)
             total += float(-(logp * mask).sum())
             count += int(mask.sum())
