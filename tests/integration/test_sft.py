@@ -81,7 +81,7 @@ def test_lora_trains_adapters_only_and_saves_merged(tiny_llama, sft_file, tmp_pa
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     diff = [
         n
-        for (n, p), (_, q) in zip(merged.named_parameters(), base.named_parameters())
+        for (n, p), (_, q) in zip(merged.named_parameters(), base.named_parameters(), strict=True)
         if not torch.equal(p, q)
     ]
     assert diff and all("proj" in n for n in diff), "only adapted linear layers change"

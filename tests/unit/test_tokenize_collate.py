@@ -22,7 +22,7 @@ def test_completion_mask_covers_answer_and_eos(tok) -> None:
     [ex], stats = tokenize_demonstrations(
         tok, [Demonstration(prompt="what is two", completion="two")], 64
     )
-    trained = [t for t, m in zip(ex.input_ids, ex.loss_mask) if m]
+    trained = [t for t, m in zip(ex.input_ids, ex.loss_mask, strict=True) if m]
     assert tok.decode(trained) == "two<|end|>"
     assert tok.decode(ex.input_ids[: ex.prompt_len]) == "<|user|>what is two<|assistant|>"
     assert stats.kept == 1
@@ -37,7 +37,7 @@ def test_conversation_masks_every_assistant_turn(tok) -> None:
         {"role": "assistant", "content": "see you"},
     ]
     [ex], _ = tokenize_demonstrations(tok, [Demonstration(messages=msgs)], 128)
-    trained = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask) if m])
+    trained = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask, strict=True) if m])
     assert trained == "hello<|end|>see you<|end|>"
 
 
@@ -46,7 +46,10 @@ def test_plain_concatenation_appends_eos(tok) -> None:
         tok, [Demonstration(prompt="what is two ", completion="two")], 64, chat_template="none"
     )
     assert ex.input_ids[-1] == tok.eos_token_id and ex.loss_mask[-1] == 1
-    assert tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask) if m]) == "two<|end|>"
+    assert (
+        tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask, strict=True) if m])
+        == "two<|end|>"
+    )
 
 
 def test_template_without_assistant_marking_gives_clear_error(tok) -> None:
