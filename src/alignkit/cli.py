@@ -18,13 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from alignkit.config import (
-    ConfigError,
-    PretrainConfig,
-    SFTConfig,
-    describe_fields,
-    load_config,
-)
+from alignkit.config import ConfigError, describe_fields, load_config
 
 app = typer.Typer(
     name="alignkit",
@@ -117,30 +111,14 @@ def training_command(
         run_guarded(go)
 
 
-def _run_sft(cfg: SFTConfig) -> Path:
-    from alignkit.recipes.sft import run_sft
+def _register_recipes() -> None:
+    from alignkit.configs import all_recipes
 
-    return run_sft(cfg)
-
-
-def _run_pretrain(cfg: PretrainConfig) -> Path:
-    from alignkit.recipes.pretrain import run_pretrain
-
-    return run_pretrain(cfg)
+    for spec in all_recipes().values():
+        training_command(spec.name, spec.config, spec.run, spec.summary)
 
 
-training_command(
-    "sft",
-    SFTConfig,
-    _run_sft,
-    "Supervised fine-tuning on demonstrations (full, LoRA, frozen layers; sequential stages).",
-)
-training_command(
-    "pretrain",
-    PretrainConfig,
-    _run_pretrain,
-    "Causal-LM training on plain text: a new model from an architecture config, or continued.",
-)
+_register_recipes()
 
 
 @app.command("check-data")

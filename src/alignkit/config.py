@@ -237,9 +237,6 @@ class PretrainConfig(Section):
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
-RECIPE_CONFIGS: dict[str, type[BaseModel]] = {"sft": SFTConfig, "pretrain": PretrainConfig}
-"""Config model of each recipe; a YAML file may name its recipe in a top-level ``recipe`` key."""
-
 
 # --------------------------------------------------------------------------------------------
 # Loading, overrides, errors
@@ -311,10 +308,12 @@ def load_config(
         tree = loaded
     named = tree.pop("recipe", None)
     if named is not None:
-        expected = RECIPE_CONFIGS.get(str(named))
-        if expected is None:
-            raise ConfigError(f"{path}: recipe {named!r} unknown; one of {sorted(RECIPE_CONFIGS)}")
-        if expected is not model:
+        from alignkit.configs import all_recipes
+
+        recipes = all_recipes()
+        if str(named) not in recipes:
+            raise ConfigError(f"{path}: recipe {named!r} unknown; one of {sorted(recipes)}")
+        if recipes[str(named)].config is not model:
             raise ConfigError(f"{path} is a {named!r} config; run it with `alignkit {named}`")
     for item in overrides or []:
         keys, value = parse_override(item)
@@ -428,7 +427,6 @@ __all__ = [
     "ModelConfig",
     "PretrainConfig",
     "PretrainModelInit",
-    "RECIPE_CONFIGS",
     "SFTConfig",
     "SFTStage",
     "TrainConfig",

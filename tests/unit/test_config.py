@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from alignkit.config import (
-    RECIPE_CONFIGS,
     ConfigError,
     PretrainConfig,
     SFTConfig,
@@ -14,6 +13,7 @@ from alignkit.config import (
     load_config,
     parse_override,
 )
+from alignkit.configs import all_recipes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,10 +73,9 @@ def test_every_recipe_yaml_validates() -> None:
             continue
         head = yaml.safe_load(f.read_text()) or {}
         kind = head.get("recipe") if isinstance(head, dict) else None
-        assert kind in RECIPE_CONFIGS, (
-            f"{f}: top-level 'recipe' must be one of {list(RECIPE_CONFIGS)}"
-        )
-        load_config(RECIPE_CONFIGS[kind], f)
+        recipes = all_recipes()
+        assert kind in recipes, f"{f}: top-level 'recipe' must be one of {list(recipes)}"
+        load_config(recipes[kind].config, f)
 
 
 def test_recipe_key_must_match_command(tmp_path: Path) -> None:
