@@ -45,7 +45,8 @@ class ServerProcess:
     """``python -m alignkit.feedback.cli serve`` on a free loopback port, as a context manager.
 
     ``start`` waits (bounded by ``startup_timeout``) until ``/healthz`` answers; a port taken
-    between choosing and binding is retried with another. ``kill`` sends SIGKILL (no shutdown
+    between choosing and binding is retried with another, unless ``port`` fixes it (a restart
+    after a crash reuses the port so clients can simply retry). ``kill`` sends SIGKILL (no shutdown
     handlers run: the crash case); ``stop`` asks politely, then kills.
     """
 
@@ -54,6 +55,7 @@ class ServerProcess:
         db: str | Path,
         *,
         per_item: int = 1,
+        port: int | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout: float = 30.0,
         log_path: Path | None = None,
@@ -63,7 +65,8 @@ class ServerProcess:
         self.extra_args = extra_args
         self.startup_timeout = startup_timeout
         self.log_path = log_path
-        self.port = 0
+        self.fixed_port = port
+        self.port = port or 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,8 +75,8 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         last_error = "not started"
-        for _attempt in range(3):
-            self.port = free_port()
+        for _attempt in range(1 if self.fixed_port else 3):
+            self.port = self.fixed_port or free_port()
             log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
             cmd = [
                 sys.executable,
@@ -101,7 +104,9 @@ class ServerProcess:
                     last_error = f"server exited with status {self.process.returncode}"
                     break
                 try:
-                    if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    # trust_env=False: never route loopback traffic through a configured proxy.
+                    health = httpx.get(self.url + "/healthz", timeout=1.0, trust_env=False)
+                    if health.status_code == 200:
                         return self
                 except httpx.HTTPError as exc:
                     last_error = str(exc)
