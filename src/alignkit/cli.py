@@ -35,8 +35,9 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)
 def _user_errors() -> tuple[type[Exception], ...]:
     from alignkit.data.readers import DataError
     from alignkit.models.load import ModelError
+    from alignkit.sandbox.presets import SandboxError
 
-    return (ConfigError, DataError, ModelError, FileNotFoundError)
+    return (ConfigError, DataError, ModelError, SandboxError, FileNotFoundError)
 
 
 def run_guarded(fn: Callable[[], Any]) -> Any:
@@ -143,16 +144,78 @@ def check_data(
     run_guarded(go)
 
 
-def _mount_optional() -> None:
+sandbox_app = typer.Typer(
+    help="The simulated alignment world (the embedded default).", no_args_is_help=True
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    out: Path = typer.Option(Path("runs/sandbox/world"), "--out", help="World folder to write."),
+    preset: str = typer.Option("tiny", help="micro (tests) | tiny (default) | small."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives byte-identical files."),
+) -> None:
+    """Write the knowledge base, corpus, tokenizer and every dataset of the sandbox world."""
+
+    def go() -> None:
+        import json
+
+        from alignkit.sandbox.build import build_world
+
+        summary = build_world(out, preset, seed)
+        Console().print_json(json.dumps({k: v for k, v in summary.items() if k != "out_dir"}))
+        Console().print(f"[green]world written to {out}[/]")
+
+    run_guarded(go)
+
+
+@app.command("eval")
+def eval_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Model folder to evaluate."),
+    suite: str = typer.Option("sandbox", help="Evaluation suite: sandbox."),
+    world: Path = typer.Option(Path("runs/sandbox/world"), help="Sandbox world folder."),
+    reference: Path = typer.Option(None, help="Reference model for win rate and KL."),
+    out: Path = typer.Option(None, help="Write metrics.json and responses.jsonl here."),
+    limit: int = typer.Option(None, help="Evaluate on the first N prompts only."),
+    max_new_tokens: int = typer.Option(64, help="Maximum tokens per response."),
+) -> None:
+    """Score a model on an evaluation suite and print the metrics."""
+
+    def go() -> None:
+        if suite != "sandbox":
+            raise ConfigError(f"--suite {suite!r}: available suites: sandbox")
+        from alignkit.evaluation.sandbox_eval import evaluate_model
+
+        metrics = evaluate_model(model, world, reference, out, limit, max_new_tokens)
+        print_metrics(metrics)
+
+    run_guarded(go)
+
+
+def print_metrics(metrics: dict[str, Any]) -> None:
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                table.add_row(f"{k}.{kk}", f"{vv:.4g}" if isinstance(vv, float) else str(vv))
+        elif isinstance(v, float):
+            table.add_row(k, f"{v:.4g}")
+        elif v is not None:
+            table.add_row(k, str(v))
+    Console().print(table)
+
+
+def _mount_groups() -> None:
     """Sub-command groups that live in their own packages."""
-    try:
-        from alignkit.feedback.cli import app as feedback_app
-    except ImportError:
-        return
+    from alignkit.feedback.cli import app as feedback_app
+
     app.add_typer(feedback_app, name="feedback", help="Collect human rankings in a web app.")
 
 
-_mount_optional()
+_mount_groups()
 
 
 def main() -> None:

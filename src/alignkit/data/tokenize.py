@@ -302,7 +302,8 @@ def tokenize_lm(
         if bos is not None:
             stream.append(bos)
         stream.extend(ids)
-        if eos is not None:
+        # Documents that already end with EOS (chat transcripts do) get no second one.
+        if eos is not None and (not ids or ids[-1] != eos):
             stream.append(eos)
     out = [
         Example(

@@ -73,3 +73,37 @@ def forward_logprobs(
         kwargs["position_ids"] = position_ids
     logits = model(**kwargs).logits
     return gather_logprobs(logits, labels, temperature)
+
+
+@torch.no_grad()
+def completion_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: list[list[int]],
+    completion_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 32,
+    temperature: float = 1.0,
+) -> list[float]:
+    """Summed log π(completion | prompt) for each pair, batched, without gradients.
+
+    Used for KL estimates between a policy and its reference, and for likelihood evaluation.
+    """
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        ps = prompt_ids[start : start + batch_size]
+        cs = completion_ids[start : start + batch_size]
+        width = max(len(p) + len(c) for p, c in zip(ps, cs, strict=True))
+        ids = torch.full((len(ps), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(ps), width), IGNORE_INDEX, dtype=torch.long)
+        attn = torch.zeros((len(ps), width), dtype=torch.long)
+        for i, (p, c) in enumerate(zip(ps, cs, strict=True)):
+            row = torch.tensor(p + c, dtype=torch.long)
+            ids[i, : len(row)] = row
+            labels[i, len(p) : len(row)] = row[len(p) :]
+            attn[i, : len(row)] = 1
+        logp, mask = forward_logprobs(
+            model, ids.to(device), labels.to(device), attn.to(device), temperature=temperature
+        )
+        out.extend((logp * mask).sum(-1).tolist())
+    return out
