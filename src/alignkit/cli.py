@@ -193,6 +193,38 @@ def eval_command(
     run_guarded(go)
 
 
+@app.command(
+    "pipeline",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def pipeline_command(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="Pipeline YAML (e.g. recipes/quickstart.yaml)."),
+    force: str = typer.Option("", help="Comma-separated stages to rerun even if up to date."),
+    only: str = typer.Option("", help="Comma-separated stages to run (others are left alone)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
+) -> None:
+    """Run a multi-stage pipeline; stages whose config and inputs are unchanged are skipped.
+
+    Extra key=value arguments override the pipeline file, e.g. root=runs/other or
+    stages.1.with.train.max_steps=10.
+    """
+
+    def go() -> None:
+        from alignkit.pipeline import Pipeline, load_pipeline
+
+        pipe = Pipeline(load_pipeline(file, list(ctx.args)))
+        if dry_run:
+            for st, _settings, h, fresh in pipe.plan():
+                state = "up to date" if fresh else "will run"
+                Console().print(f"{st.name:12s} {st.run:10s} {h}  {state}")
+            return
+        split = lambda s: {x for x in s.split(",") if x}  # noqa: E731
+        pipe.run(force=split(force), only=split(only) or None)
+
+    run_guarded(go)
+
+
 def print_metrics(metrics: dict[str, Any]) -> None:
     table = Table(show_header=True, header_style="bold", box=None)
     table.add_column("metric", style="cyan")

@@ -170,3 +170,59 @@ def evaluate_model(
         )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def evaluate_models(settings: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """The pipeline's eval stage: every model in ``settings['models']`` (name → folder) on the
+    world's held-out set, against ``settings['reference']``; writes ``table.json`` and
+    ``table.md`` plus one sub-folder of responses per model."""
+    models: dict[str, str] = settings.get("models") or {}
+    if not models:
+        raise ValueError("eval stage: set with.models to {name: model folder, ...}")
+    world = settings["world"]
+    reference = settings.get("reference")
+    out = Path(out_dir)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in models.items():
+        ref = reference if reference and Path(reference).resolve() != Path(path).resolve() else None
+        m = evaluate_model(
+            path,
+            world,
+            ref,
+            out / name,
+            settings.get("limit"),
+            int(settings.get("max_new_tokens", 64)),
+            with_kl=bool(settings.get("kl", True)),
+        )
+        if ref is None and reference:
+            m.update(win_rate=0.5, win_rate_se=0.0, kl_to_reference=0.0)
+        rows[name] = m
+    (out / "table.json").write_text(json.dumps(rows, indent=2))
+    (out / "table.md").write_text(markdown_table(rows))
+    return {name: {k: m.get(k) for k in TABLE_COLUMNS} for name, m in rows.items()}
+
+
+TABLE_COLUMNS = (
+    "reward_mean",
+    "win_rate",
+    "harmful_compliance_rate",
+    "over_refusal_rate",
+    "hallucination_rate",
+    "fact_accuracy",
+    "format_adherence",
+    "kl_to_reference",
+    "mean_length_words",
+)
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    head = "| model | " + " | ".join(TABLE_COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(TABLE_COLUMNS)
+    lines = [head, sep]
+    for name, m in rows.items():
+        cells = []
+        for c in TABLE_COLUMNS:
+            v = m.get(c)
+            cells.append("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
