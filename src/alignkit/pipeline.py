@@ -51,7 +51,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"pipeline file {p} not found")
-    tree = yaml.safe_load(p.read_text()) or {}
+    try:
+        tree = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{p}: the top level must be a mapping")
     if tree.pop("recipe", "pipeline") != "pipeline":

@@ -73,6 +73,11 @@ def test_every_recipe_yaml_validates() -> None:
             continue
         head = yaml.safe_load(f.read_text()) or {}
         kind = head.get("recipe") if isinstance(head, dict) else None
+        if kind == "pipeline":
+            from alignkit.pipeline import Pipeline, load_pipeline
+
+            Pipeline(load_pipeline(f)).plan()  # stage references and config files resolve
+            continue
         recipes = all_recipes()
         assert kind in recipes, f"{f}: top-level 'recipe' must be one of {list(recipes)}"
         load_config(recipes[kind].config, f)
