@@ -1,8 +1,8 @@
 """The PostgreSQL path: URL handling, migrations (also two processes at once), the whole
 import -> annotate over HTTP -> export cycle, and the advisory lock that serialises claims.
 
-Runs when ALIGNKIT_TEST_POSTGRES_URL names a server and a role with CREATEDB (each test gets a
-fresh database, dropped afterwards); skipped with that reason otherwise. With the variable set,
+Runs when ALIGNKIT_TEST_POSTGRES_URL names a database the role may create schemas in (each
+test gets a fresh schema, dropped afterwards); skipped with that reason otherwise. With the variable set,
 test_feedback_api.py and test_feedback_concurrency.py also run every test on PostgreSQL.
 """
 

@@ -3,7 +3,7 @@
 ``ServerProcess`` runs the real ``alignkit feedback serve`` command in a child process bound to
 127.0.0.1, so a test exercises what users run (CLI, uvicorn, migrations on start) and can kill
 it with SIGKILL to prove durability. ``fresh_postgres_database`` gives a test its own empty
-PostgreSQL database and drops it afterwards.
+PostgreSQL schema and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from alignkit.feedback.database import normalize_url
 
 LOOPBACK = "127.0.0.1"
 POSTGRES_ENV = "ALIGNKIT_TEST_POSTGRES_URL"
-"""Environment variable naming a PostgreSQL server for tests (a role with CREATEDB)."""
+"""Environment variable naming a PostgreSQL database for tests (the role may create schemas)."""
 POSTGRES_SKIP_REASON = (
     f"{POSTGRES_ENV} is not set: PostgreSQL tests need a server, e.g. "
-    "postgresql://alignkit:alignkit@127.0.0.1:5432/postgres (see docs/feedback.md)"
+    "postgresql://alignkit:alignkit@127.0.0.1:5432/alignkit_test (see docs/feedback.md)"
 )
 
 
@@ -145,24 +145,27 @@ class ServerProcess:
 
 @contextmanager
 def fresh_postgres_database(base_url: str) -> Iterator[str]:
-    """Create an empty database on the server of ``base_url``; yield its URL; drop it after.
+    """Yield a URL whose connections see an empty PostgreSQL schema; drop it afterwards.
 
-    The role in ``base_url`` needs the CREATEDB privilege. The name is random, so concurrent
-    test runs do not collide.
+    A schema (selected through ``search_path``) isolates a test as well as a new database
+    would, at a fraction of the cost (``CREATE DATABASE`` copies a template and takes ~0.3 s).
+    The role in ``base_url`` needs the CREATE privilege on its database. The name is random,
+    so concurrent test runs do not collide.
     """
     url = normalize_url(base_url)
     name = "alignkit_test_" + secrets.token_hex(6)
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    # A schema name is an identifier, which cannot be a bound parameter: the name is generated
+    # above from hex digits and quoted by the dialect's identifier preparer.
+    quoted = admin.dialect.identifier_preparer.quote_identifier(name)
     try:
-        # CREATE DATABASE takes an identifier, which cannot be a bound parameter: the name is
-        # generated above from hex digits and quoted by the dialect's identifier preparer.
-        quoted = admin.dialect.identifier_preparer.quote_identifier(name)
         with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE " + quoted))
+            conn.execute(text("CREATE SCHEMA " + quoted))
         try:
-            yield url.set(database=name).render_as_string(hide_password=False)
+            scoped = url.update_query_dict({"options": f"-csearch_path={name}"})
+            yield scoped.render_as_string(hide_password=False)
         finally:
             with admin.connect() as conn:
-                conn.execute(text("DROP DATABASE IF EXISTS " + quoted + " WITH (FORCE)"))
+                conn.execute(text("DROP SCHEMA IF EXISTS " + quoted + " CASCADE"))
     finally:
         admin.dispose()

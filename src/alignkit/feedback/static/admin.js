@@ -78,8 +78,14 @@ function start() {
     show("signin");
   });
   setInterval(() => { if (!$("dashboard").hidden) refresh(); }, 15000);
-  if (getToken()) refresh();
-  else show("signin");
+  if (!getToken()) {
+    show("signin");
+    return;
+  }
+  api("GET", "/api/me")
+    .then((me) => { $("who").textContent = me.name; })
+    .catch(() => {});
+  refresh();
 }
 
 document.addEventListener("DOMContentLoaded", start);

@@ -12,6 +12,7 @@ const $ = (id) => document.getElementById(id);
 function show(section) {
   for (const id of ["signin", "task", "done"]) $(id).hidden = id !== section;
   $("signout").hidden = section === "signin";
+  $("progress").hidden = section === "signin";
 }
 
 function setProgress(progress) {
@@ -151,6 +152,8 @@ function showAnnotation(annotation) {
   renderText($("prompt"), annotation.item.prompt);
   render();
   show("task");
+  // Move focus off the (now hidden) sign-in field so the keyboard shortcuts work at once.
+  $("responses").focus({ preventScroll: true });
   window.scrollTo(0, 0);
 }
 
