@@ -253,6 +253,12 @@ def test_malformed_json_and_bad_ids_are_rejected(env: Env) -> None:
     assert r.status_code == 422
     assert env.client.get("/api/annotations/abc", headers=env.h("alice")).status_code == 422
     assert env.client.get("/api/annotations/999999", headers=env.h("alice")).status_code == 404
+    for bad in ("0", "-1", str(2**31), str(10**30)):
+        assert env.client.get(f"/api/annotations/{bad}", headers=env.h("alice")).status_code == 422
+    for query in ("limit=0", "limit=501", "offset=-1", f"offset={10**30}"):
+        assert (
+            env.client.get(f"/api/annotations?{query}", headers=env.h("alice")).status_code == 422
+        )
 
 
 def test_skip_sends_item_to_someone_else_never_back(env: Env) -> None:

@@ -193,3 +193,31 @@ def test_admin_page_shows_counts(browser: webdriver.Chrome, tmp_path: Path) -> N
         }
         assert metrics["items"] == "3" and metrics["rankings"] == "1"
         screenshot(browser, tmp_path, "feedback-admin-desktop")
+
+
+def test_dragging_the_handle_reorders(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """Pointer dragging (mouse here; the same pointer events serve touch) moves a response."""
+    db = str(tmp_path / "fb.db")
+    store = FeedbackStore(db)
+    store.add_items([NewItem("Order these", ["one", "two", "three"], {}, "t:1")])
+    token = store.add_annotator("alice")
+    store.close()
+    wait = WebDriverWait(browser, 15)
+    with ServerProcess(db, log_path=tmp_path / "server.log") as server:
+        browser.get(server.url + "/#token=" + token)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#responses li")) == 3)
+        cards = browser.find_elements(By.CSS_SELECTOR, "#responses li")
+        handle = cards[2].find_element(By.CLASS_NAME, "handle")
+        top = cards[0].location["y"] + 5
+        ActionChains(browser).click_and_hold(handle).move_by_offset(
+            0, top - handle.location["y"]
+        ).release().perform()
+        labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#responses li .label")]
+        assert labels == ["Response 3", "Response 1", "Response 2"]
+        browser.find_element(By.ID, "submit").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "done")))
+    store = FeedbackStore(db)
+    try:
+        assert [r.ranking for r in store.iter_rankings()] == [[2, 0, 1]]
+    finally:
+        store.close()

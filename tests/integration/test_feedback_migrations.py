@@ -162,3 +162,38 @@ def test_concurrent_runners_apply_each_migration_once(tmp_path: Path) -> None:
     finally:
         for db in dbs:
             db.dispose()
+
+
+def test_sqlite_settings_behind_the_durability_promise(tmp_path: Path) -> None:
+    """WAL + synchronous=FULL (commits survive crashes), a busy timeout and BEGIN IMMEDIATE for
+    writers (concurrent writers queue instead of failing), foreign keys enforced."""
+    from sqlalchemy import event
+
+    db = Database(tmp_path / "fb.db")
+    begins: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def _log(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if statement.startswith("BEGIN"):
+            begins.append(statement)
+
+    try:
+        with db.engine.connect() as conn:
+            pragma = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+        assert pragma == {
+            "journal_mode": "wal",
+            "synchronous": 2,
+            "busy_timeout": 30000,
+            "foreign_keys": 1,
+        }
+        begins.clear()
+        with db.write() as s:
+            s.execute(text("SELECT 1"))
+        with db.read() as s:
+            s.execute(text("SELECT 1"))
+        assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
+    finally:
+        db.dispose()

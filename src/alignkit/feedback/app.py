@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -42,7 +42,7 @@ from alignkit.feedback.store import (
     NotFoundError,
 )
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = FilePath(__file__).resolve().parent / "static"
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -99,6 +99,10 @@ def current_admin(who: Who) -> AnnotatorInfo:
 
 Admin = Annotated[AnnotatorInfo, Depends(current_admin)]
 
+# Ids are 32-bit integer columns: a larger number is a client error (422), not a database
+# overflow (500) on PostgreSQL.
+AnnotationId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
 
 def _annotation_json(view: AnnotationView) -> dict[str, Any]:
     return {
@@ -113,7 +117,7 @@ def _annotation_json(view: AnnotationView) -> dict[str, Any]:
 
 
 def create_app(
-    db_url: str | Path,
+    db_url: str | FilePath,
     *,
     per_item: int = 1,
     lease_minutes: float = 30.0,
@@ -188,24 +192,27 @@ def create_app(
         }
 
     @app.get("/api/annotations")
-    def my_annotations(who: Who, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    def my_annotations(
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    ) -> dict[str, Any]:
         """The caller's own finished annotations, newest first."""
-        limit = max(1, min(limit, 500))
-        views = feedback.list_annotations(who, limit=limit, offset=max(0, offset))
+        views = feedback.list_annotations(who, limit=limit, offset=offset)
         return {"annotations": [_annotation_json(v) for v in views]}
 
     @app.get("/api/annotations/{annotation_id}")
-    def get_annotation(annotation_id: int, who: Who) -> dict[str, Any]:
+    def get_annotation(annotation_id: AnnotationId, who: Who) -> dict[str, Any]:
         return _annotation_json(feedback.get_annotation(who, annotation_id))
 
     @app.put("/api/annotations/{annotation_id}")
-    def submit(annotation_id: int, body: SubmitBody, who: Who) -> dict[str, Any]:
+    def submit(annotation_id: AnnotationId, body: SubmitBody, who: Who) -> dict[str, Any]:
         """Store a ranking; the reply is sent only after the commit."""
         result = feedback.submit(who, annotation_id, body.ranking, body.safe)
         return {**asdict(result), "progress": asdict(feedback.progress(who))}
 
     @app.post("/api/annotations/{annotation_id}/skip")
-    def skip(annotation_id: int, who: Who) -> dict[str, Any]:
+    def skip(annotation_id: AnnotationId, who: Who) -> dict[str, Any]:
         result = feedback.skip(who, annotation_id)
         return {**asdict(result), "progress": asdict(feedback.progress(who))}
 

@@ -44,7 +44,8 @@ function render() {
   }
   state.order.forEach((index, place) => {
     const card = cardFor(index);
-    list.appendChild(card);
+    // Move a card only when it is out of place: needless DOM moves disturb focus and drags.
+    if (list.children[place] !== card) list.insertBefore(card, list.children[place] || null);
     card.querySelector(".rank").textContent = `#${place + 1}`;
     card.setAttribute("aria-label", `Response ${index + 1}, ranked ${place + 1} of ${state.order.length}`);
     const safe = state.safe[index];
@@ -107,11 +108,13 @@ function toggleSafe() {
 }
 
 // Pointer-event dragging works for mouse, pen and touch alike (HTML5 drag and drop does not
-// work on phones). Only the handle starts a drag, so the page still scrolls on touch.
+// work on phones). Only the handle starts a drag (it has touch-action: none), so the page still
+// scrolls on touch elsewhere. Move/up listeners sit on window rather than on a captured
+// pointer: reordering moves the card in the DOM, which would silently drop a capture.
 function enableDrag(handle, index) {
   handle.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
     event.preventDefault();
-    handle.setPointerCapture(event.pointerId);
     select(index);
     render();
     cardFor(index).classList.add("dragging");
@@ -130,14 +133,15 @@ function enableDrag(handle, index) {
       }
     };
     const onUp = () => {
-      handle.removeEventListener("pointermove", onMove);
-      handle.removeEventListener("pointerup", onUp);
-      handle.removeEventListener("pointercancel", onUp);
-      cardFor(index).classList.remove("dragging");
+      window.removeEventListener("pointermove", onMove);
+      window.removeEventListener("pointerup", onUp);
+      window.removeEventListener("pointercancel", onUp);
+      const card = cardFor(index);
+      if (card) card.classList.remove("dragging");
     };
-    handle.addEventListener("pointermove", onMove);
-    handle.addEventListener("pointerup", onUp);
-    handle.addEventListener("pointercancel", onUp);
+    window.addEventListener("pointermove", onMove);
+    window.addEventListener("pointerup", onUp);
+    window.addEventListener("pointercancel", onUp);
   });
 }
 
