@@ -172,3 +172,29 @@ def test_export_of_empty_database_writes_empty_file(tmp_path: Path) -> None:
     db = str(tmp_path / "fb.db")
     rows = run_export(db, "pairwise", tmp_path / "empty.jsonl")
     assert rows == []
+
+
+def test_cli_annotators_and_stats(collected: tuple[str, list[dict]]) -> None:
+    db, submitted = collected
+    runner = CliRunner()
+    r = runner.invoke(app, ["add-annotator", "lead", "--admin", "--db", db])
+    assert r.exit_code == 0
+    token = r.stdout.strip()
+    assert token.startswith("akf_") and "\n" not in token  # stdout holds only the token
+    r = runner.invoke(app, ["add-annotator", "lead", "--db", db])
+    assert r.exit_code == 2 and "already exists" in r.output
+    r = runner.invoke(app, ["add-annotator", "lead", "--rotate", "--db", db])
+    assert r.exit_code == 0 and r.stdout.strip() != token
+    assert runner.invoke(app, ["revoke-annotator", "bob", "--db", db]).exit_code == 0
+    r = runner.invoke(app, ["revoke-annotator", "nobody", "--db", db])
+    assert r.exit_code == 2 and "no annotator named 'nobody'" in r.output
+
+    r = runner.invoke(app, ["stats", "--per-item", "2", "--json", "--db", db])
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.stdout)
+    assert stats["rankings"] == len(submitted) and stats["items_complete"] == 6
+    assert stats["agreement"]["comparisons"] == 6
+    rows = {a["name"]: a for a in stats["annotators"]}
+    assert rows["bob"]["active"] is False and rows["lead"]["is_admin"] is True
+    r = runner.invoke(app, ["stats", "--per-item", "2", "--db", db])
+    assert "complete (>= 2 ranking(s)): 6" in r.stdout and "bob (revoked)" in r.stdout

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from statistics import fmean
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def safety_agreement(a: Sequence[bool], b: Sequence[bool]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def summarize(by_item: Mapping[object, Sequence[Judgement]]) -> AgreementSummary:
+def summarize(by_item: Mapping[Any, Sequence[Judgement]]) -> AgreementSummary:
     """Agreement statistics over items that at least two annotators ranked."""
     agree: list[float] = []
     top1: list[float] = []

@@ -151,7 +151,7 @@ def serve(
     from alignkit.feedback.app import create_app
 
     store = _open(db, per_item=per_item, lease=timedelta(minutes=lease_minutes))
-    web = create_app(store.db.url, store=store)
+    web = create_app(db, store=store)
     typer.echo(
         f"serving {redact(store.db.url)} at http://{host}:{port}/ (admin: /admin), "
         f"{per_item} annotator(s) per item",

@@ -102,7 +102,7 @@ def rows_for(record: Ranking, fmt: ExportFormat) -> list[dict[str, Any]]:
         if "metadata" in record.extra:
             row["metadata"] = record.extra["metadata"]
         return [row]
-    safe = record.extra.get("safe")
+    safe: list[bool] | None = record.extra.get("safe")
     if fmt is ExportFormat.safety and safe is None:
         return []
     out = []
@@ -112,7 +112,7 @@ def rows_for(record: Ranking, fmt: ExportFormat) -> list[dict[str, Any]]:
             "chosen": record.responses[winner],
             "rejected": record.responses[loser],
         }
-        if fmt is ExportFormat.safety:
+        if fmt is ExportFormat.safety and safe is not None:
             row["chosen_safe"] = bool(safe[winner])
             row["rejected_safe"] = bool(safe[loser])
             row["safer"] = safer_index(safe[winner], safe[loser])

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from alignkit.data.records import Text
@@ -291,7 +291,10 @@ class FeedbackStore:
     def revoke_annotator(self, name: str) -> None:
         """Disable an annotator's token; their submitted rankings are kept."""
         with self.db.write() as s:
-            result = s.execute(update(Annotator).where(Annotator.name == name).values(active=False))
+            result = cast(
+                CursorResult[Any],
+                s.execute(update(Annotator).where(Annotator.name == name).values(active=False)),
+            )
             if result.rowcount == 0:
                 raise NotFoundError(f"no annotator named {name!r}")
 
@@ -439,14 +442,17 @@ class FeedbackStore:
         safe: list[bool] | None,
     ) -> SubmitResult:
         """Move an own, open annotation to ``status``; the WHERE clause makes it race-free."""
-        result = s.execute(
-            update(Annotation)
-            .where(
-                Annotation.id == annotation_id,
-                Annotation.annotator_id == annotator.id,
-                Annotation.status == STATUS_ASSIGNED,
-            )
-            .values(status=status, ranking=ranking, safe=safe, completed_at=utcnow())
+        result = cast(
+            CursorResult[Any],
+            s.execute(
+                update(Annotation)
+                .where(
+                    Annotation.id == annotation_id,
+                    Annotation.annotator_id == annotator.id,
+                    Annotation.status == STATUS_ASSIGNED,
+                )
+                .values(status=status, ranking=ranking, safe=safe, completed_at=utcnow())
+            ),
         )
         if result.rowcount == 1:
             return SubmitResult(annotation_id, status, duplicate=False)
@@ -536,7 +542,7 @@ class FeedbackStore:
                     item_id=item.id,
                     prompt=item.prompt,
                     responses=list(item.responses),
-                    ranking=list(ann.ranking),
+                    ranking=[int(i) for i in ann.ranking or ()],
                     safe=list(ann.safe) if ann.safe is not None else None,
                     annotator=name,
                     metadata=dict(item.meta),
