@@ -157,28 +157,52 @@ class Trainer:
 
     # -- the whole run ---------------------------------------------------------------------
 
-    def maybe_resume(self) -> None:
+    def maybe_resume(self) -> dict[str, Any]:
+        """Restore the latest complete checkpoint (if resuming); returns its saved state."""
         resume = self.cfg.resume
         if resume is False or resume == "false":
-            return
+            return {}
         path = Path(resume) if isinstance(resume, str) and resume not in ("true", "auto") else None
         path = path or self.ckpt.latest()
         if path is None:
-            return
+            return {}
         state = CheckpointManager.load(path, self.unwrapped, self.optimizer, self.scheduler)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.dist.print(f"resumed from {path} at step {self.step}/{self.total_steps}")
+        return state
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, extra: dict[str, Any] | None = None) -> None:
+        """Atomic checkpoint; ``extra`` carries recipe state (e.g. RL iteration, λ, β)."""
         self.ckpt.save(
             self.step,
             self.unwrapped,
             self.optimizer,
             self.scheduler,
-            {"total_steps": self.total_steps, "tokens_seen": self.tokens_seen},
+            {"total_steps": self.total_steps, "tokens_seen": self.tokens_seen, **(extra or {})},
         )
         self.dist.barrier()
+
+    def begin(self) -> dict[str, Any]:
+        """Resume if asked and open the metric sinks; for recipes that drive train_step
+        themselves (online RL). Returns the resumed checkpoint's state ({} on a fresh run)."""
+        state = self.maybe_resume()
+        self.tracker = Tracker(
+            self.output_dir,
+            self.cfg.report_to,
+            self.dist.is_main,
+            config=self.run_config,
+            resume_step=self.step,
+        )
+        return state
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        assert self.tracker is not None, "call begin() first"
+        self.tracker.log(metrics, self.step if step is None else step)
+
+    def end(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
 
     def fit(
         self,
@@ -190,14 +214,8 @@ class Trainer:
         on_step_end: Callable[[int, dict[str, float]], None] | None = None,
     ) -> dict[str, float]:
         """Run optimizer steps until ``total_steps``; returns the last logged metrics."""
-        self.maybe_resume()
-        self.tracker = Tracker(
-            self.output_dir,
-            self.cfg.report_to,
-            self.dist.is_main,
-            config=self.run_config,
-            resume_step=self.step,
-        )
+        self.begin()
+        assert self.tracker is not None
         last: dict[str, float] = {}
         progress = Progress(
             self.desc, self.total_steps, self.step, self.cfg.progress and self.dist.is_main
@@ -232,7 +250,7 @@ class Trainer:
                     on_step_end(self.step, metrics)
         finally:
             progress.close()
-            self.tracker.close()
+            self.end()
         return last
 
 
