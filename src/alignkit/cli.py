@@ -250,6 +250,16 @@ def _mount_groups() -> None:
 _mount_groups()
 
 
+def _mount_model_tools() -> None:
+    """``rm-report`` and ``score``: commands on a saved reward/cost model and a data file."""
+    from alignkit.evaluation.rm_cli import register
+
+    register(app)
+
+
+_mount_model_tools()
+
+
 def main() -> None:
     app(prog_name="alignkit")
 
