@@ -173,22 +173,71 @@ def sandbox_build(
 @app.command("eval")
 def eval_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder to evaluate."),
-    suite: str = typer.Option("sandbox", help="Evaluation suite: sandbox."),
+    suite: str = typer.Option(
+        "sandbox", help="sandbox | xstest | refusal | truthfulqa | bbq | mc | winrate."
+    ),
     world: Path = typer.Option(Path("runs/sandbox/world"), help="Sandbox world folder."),
-    reference: Path = typer.Option(None, help="Reference model for win rate and KL."),
-    out: Path = typer.Option(None, help="Write metrics.json and responses.jsonl here."),
+    data: Path = typer.Option(None, help="Data file of a non-sandbox suite."),
+    reference: Path = typer.Option(None, help="Reference model (win rate, KL)."),
+    judge: Path = typer.Option(None, help="Reward-model folder judging the winrate suite."),
+    out: Path = typer.Option(None, help="Write metrics and per-prompt rows here."),
     limit: int = typer.Option(None, help="Evaluate on the first N prompts only."),
     max_new_tokens: int = typer.Option(64, help="Maximum tokens per response."),
+    batch_size: int = typer.Option(16, help="Prompts per batch (non-sandbox suites)."),
+    chat_template: str = typer.Option("auto", help="Chat template policy (non-sandbox suites)."),
 ) -> None:
     """Score a model on an evaluation suite and print the metrics."""
 
     def go() -> None:
-        if suite != "sandbox":
-            raise ConfigError(f"--suite {suite!r}: available suites: sandbox")
-        from alignkit.evaluation.sandbox_eval import evaluate_model
+        if suite == "sandbox":
+            from alignkit.evaluation.sandbox_eval import evaluate_model
 
-        metrics = evaluate_model(model, world, reference, out, limit, max_new_tokens)
+            metrics = evaluate_model(model, world, reference, out, limit, max_new_tokens)
+        else:
+            from alignkit.evaluation.suites import SUITES, run_suite
+
+            if suite not in SUITES:
+                raise ConfigError(f"--suite {suite!r}: one of sandbox, {', '.join(sorted(SUITES))}")
+            if data is None:
+                raise ConfigError(f"--suite {suite} needs --data (the prompt or question file)")
+            try:
+                metrics = run_suite(
+                    suite,
+                    model,
+                    data,
+                    out,
+                    reference=reference,
+                    judge=str(judge) if judge else None,
+                    limit=limit,
+                    batch_size=batch_size,
+                    max_new_tokens=max_new_tokens,
+                    chat_template=chat_template,
+                )
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         print_metrics(metrics)
+
+    run_guarded(go)
+
+
+@app.command("report")
+def report_command(
+    paths: list[Path] = typer.Argument(..., help="Run folders, or a pipeline root."),
+    eval_dir: Path = typer.Option(None, "--eval", help="Eval stage folder (table.json)."),
+    out: Path = typer.Option(Path("report.html"), help="HTML file (or folder) to write."),
+    title: str = typer.Option("alignkit report", help="Page title."),
+    examples: int = typer.Option(6, help="Example prompts shown side by side."),
+) -> None:
+    """Write one self-contained HTML page with plots for one or more runs."""
+
+    def go() -> None:
+        from alignkit.evaluation.report import build_report, discover
+
+        found = discover(paths)
+        page = build_report(
+            found["runs"], eval_dir or found.get("eval"), out, title=title, examples=examples
+        )
+        Console().print(f"[green]report written to {page}[/]")
 
     run_guarded(go)
 
