@@ -109,7 +109,12 @@ def run_sft(cfg: SFTConfig) -> Path:
     trainable, total = count_parameters(model)
     dist.print(f"[sft] trainable parameters: {trainable:,} / {total:,}")
     pad_id = tokenizer.pad_token_id
-    summary: dict[str, Any] = {"recipe": "sft", "stages": [], "trainable_params": trainable}
+    summary: dict[str, Any] = {
+        "recipe": "sft",
+        "stages": [],
+        "trainable_params": trainable,
+        "world_size": dist.world_size,
+    }
     multi = len(stages) > 1
 
     for k, (st, (examples, eval_examples, stats)) in enumerate(zip(stages, tokenized, strict=True)):
