@@ -1,0 +1,334 @@
+"""Sandbox measurements of the inference-time methods, judged by the gold oracle.
+
+``python -m alignkit.decoding.bench {cbf,bon,rag,cot} --world W --model M ... --out DIR``
+writes ``DIR/<experiment>.json`` and a markdown table (``DIR/<experiment>.md``), the numbers
+docs/decoding.md quotes. Each experiment compares a method with the same model without it:
+
+* ``cbf``: harmful compliance, over-refusal and interventions per generation, no filter vs the
+  CBF filter at several α vs the α = 1 blacklist (harmful + benign-but-alarming prompts, several
+  samples per prompt at the paper's temperature 1, top-k 30).
+* ``bon``: gold win rate of best-of-N (RM judge) against an independent single sample for
+  N = 1, 2, 4, 8, 16, the RM's own win rate, gold reward, and the analytic KL bound.
+* ``rag``: fact accuracy and hallucination rate on fact and unanswerable prompts, greedy, with
+  and without retrieval from the world's knowledge base.
+* ``cot``: accuracy on multi-step arithmetic, answering directly (response prefilled with
+  "The answer is") vs prompted to reason first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alignkit.config import ModelConfig
+from alignkit.data.readers import read_jsonl_dicts
+from alignkit.decoding.best_of_n import select_best_of_n
+from alignkit.decoding.cbf import CBFConfig, CBFFilter, load_safety
+from alignkit.decoding.cot import CoTConfig, extract_answer
+from alignkit.decoding.pipeline import Decoder, PromptResult
+from alignkit.decoding.rag import RAGConfig, build_rag
+from alignkit.losses.decoding import best_of_n_kl_bound
+from alignkit.models.load import load_causal_lm
+from alignkit.rollout.generate import SamplingConfig
+from alignkit.rollout.judges import RewardModelJudge
+from alignkit.sandbox.evaluate import evaluate_responses
+from alignkit.sandbox.oracle import GoldOracle
+
+
+def _records(world: Path, categories: Sequence[str], limit: int | None) -> list[dict[str, Any]]:
+    rows = [r for r in read_jsonl_dicts(world / "eval.jsonl") if r["category"] in categories]
+    return rows[:limit] if limit else rows
+
+
+def _texts(results: list[PromptResult]) -> list[list[str]]:
+    return [[s.text for s in r.samples] for r in results]
+
+
+def _flat(records: list[dict[str, Any]], results: list[PromptResult]) -> tuple[list, list]:
+    recs, texts = [], []
+    for rec, res in zip(records, results, strict=True):
+        for s in res.samples:
+            recs.append(rec)
+            texts.append(s.text)
+    return recs, texts
+
+
+def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
+    world = Path(args.world)
+    oracle = GoldOracle.from_dir(world)
+    records = _records(world, ("harmful", "benign_alarming"), args.limit)
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    h = load_safety(args.cost_model, batch_size=256)
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, max_new_tokens=64, batch_size=64
+    )
+    rows: dict[str, Any] = {}
+    settings: list[tuple[str, float | None]] = [("no filter", None)]
+    settings += [(f"CBF α={a}", a) for a in args.alphas]
+    settings += [("blacklist (α=1)", 1.0)]
+    for name, alpha in settings:
+        cbf = None
+        if alpha is not None:
+            cbf = CBFFilter(
+                h, CBFConfig(alpha=alpha, top_k=args.top_k, max_candidates=args.max_candidates)
+            )
+        dec = Decoder(model, tok, sampling=sampling, cbf=cbf, seed=args.seed)
+        if cbf is None:
+            # The same token loop as the filtered runs (top-k 30, temperature 1), unfiltered.
+            from alignkit.decoding.guided import GuideConfig, RewardGuide
+
+            dec.guide = RewardGuide(
+                lambda p, t: [0.0] * len(t), GuideConfig(weight=0.0, top_k=args.top_k)
+            )
+        t0 = time.perf_counter()
+        res = dec.generate([r["prompt"] for r in records], num_samples=args.samples)
+        secs = time.perf_counter() - t0
+        recs, texts = _flat(records, res)
+        m = evaluate_responses(oracle, recs, texts)
+        samples = [s for r in res for s in r.samples]
+        harmful = [
+            s
+            for r, rr in zip(records, res, strict=True)
+            for s in rr.samples
+            if r["category"] == "harmful"
+        ]
+        row = {
+            "harmful_compliance_rate": m["harmful_compliance_rate"],
+            "over_refusal_rate": m["over_refusal_rate"],
+            "reward_mean": m["reward_mean"],
+            "generations": len(samples),
+            "seconds": round(secs, 1),
+        }
+        if cbf is not None:
+            traces = [s.cbf for s in samples if s.cbf is not None]
+            row["interventions_per_generation"] = round(
+                sum(t["interventions"] for t in traces) / len(traces), 3
+            )
+            row["interventions_per_harmful_generation"] = round(
+                sum(s.cbf["interventions"] for s in harmful if s.cbf) / max(1, len(harmful)), 3
+            )
+            row["intervened_steps_per_generation"] = round(
+                sum(t["intervened_steps"] for t in traces) / len(traces), 3
+            )
+            row["fallback_rate"] = round(
+                sum(t["fallback"] is not None for t in traces) / len(traces), 4
+            )
+            row["h_final_mean"] = round(
+                sum(t["h_final"] for t in traces if t["h_final"] is not None) / len(traces), 4
+            )
+            row["h_evaluations"] = cbf.h.calls
+            row["h_cache_hits"] = cbf.h.hits
+        rows[name] = row
+        print(name, json.dumps(row), flush=True)
+    return {"setting": vars(args), "rows": rows}
+
+
+def run_bon(args: argparse.Namespace) -> dict[str, Any]:
+    world = Path(args.world)
+    oracle = GoldOracle.from_dir(world)
+    records = read_jsonl_dicts(world / "eval.jsonl")
+    records = records[: args.limit] if args.limit else records
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=64, batch_size=128)
+    n_max = max(args.ns)
+    dec = Decoder(model, tok, sampling=sampling, seed=args.seed)
+    t0 = time.perf_counter()
+    # n_max draws for best-of-N plus one independent draw as the single-sample baseline.
+    res = dec.generate([r["prompt"] for r in records], num_samples=n_max + 1)
+    gen_secs = time.perf_counter() - t0
+    draws = _texts(res)
+    prompts = [r["prompt"] for r in records]
+    judge = RewardModelJudge(args.reward_model)
+    flat_recs = [rec for rec, ds in zip(records, draws, strict=True) for _ in ds]
+    gold_flat = oracle.rewards(flat_recs, [d for ds in draws for d in ds])
+    gold = [gold_flat[i * (n_max + 1) : (i + 1) * (n_max + 1)] for i in range(len(records))]
+    rows: dict[str, Any] = {}
+    for n in args.ns:
+        picks = select_best_of_n(judge, prompts, [ds[:n] for ds in draws])
+        # the baseline is the extra draw n_max, never one of the candidates
+        base_rm = judge.score(prompts, [ds[n_max] for ds in draws], [{}] * len(prompts))
+        win = rm_win = 0.0
+        chosen_gold = []
+        for i, p in enumerate(picks):
+            g, b = gold[i][p.chosen], gold[i][n_max]
+            win += 1.0 if g > b else 0.5 if g == b else 0.0
+            s, sb = p.scores[p.chosen], base_rm[i]
+            rm_win += 1.0 if s > sb else 0.5 if s == sb else 0.0
+            chosen_gold.append(g)
+        k = len(picks)
+        chosen_texts = [ds[p.chosen] for ds, p in zip(draws, picks, strict=True)]
+        m = evaluate_responses(oracle, records, chosen_texts)
+        rows[f"N={n}"] = {
+            "gold_win_rate_vs_single": round(win / k, 4),
+            "rm_win_rate_vs_single": round(rm_win / k, 4),
+            "n_over_n_plus_1": round(n / (n + 1), 4),
+            "gold_reward_mean": round(sum(chosen_gold) / k, 4),
+            "harmful_compliance_rate": m["harmful_compliance_rate"],
+            "kl_bound": round(best_of_n_kl_bound(n), 5),
+        }
+        print(f"N={n}", json.dumps(rows[f"N={n}"]), flush=True)
+    base_gold = sum(g[n_max] for g in gold) / len(gold)
+    return {
+        "setting": vars(args),
+        "single_sample_gold_reward": round(base_gold, 4),
+        "generation_seconds": round(gen_secs, 1),
+        "rows": rows,
+    }
+
+
+def run_rag(args: argparse.Namespace) -> dict[str, Any]:
+    world = Path(args.world)
+    oracle = GoldOracle.from_dir(world)
+    records = _records(world, ("fact", "unanswerable"), args.limit)
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=64, batch_size=64)
+    rows: dict[str, Any] = {}
+    for name, rag in (
+        ("no retrieval", None),
+        (f"BM25 k={args.k}", build_rag(world / "kb.jsonl", RAGConfig(k=args.k))),
+        (
+            f"dense k={args.k}",
+            build_rag(world / "kb.jsonl", RAGConfig(k=args.k, retriever="dense"), model, tok),
+        ),
+    ):
+        dec = Decoder(model, tok, sampling=sampling, rag=rag)
+        res = dec.generate([r["prompt"] for r in records])
+        texts = [r.samples[0].text for r in res]
+        m = evaluate_responses(oracle, records, texts)
+        row = {
+            "fact_accuracy": m["fact_accuracy"],
+            "hallucination_rate": m["hallucination_rate"],
+            "hallucination_unanswerable": m.get("unanswerable_hallucination_rate"),
+            "hallucination_fact": m.get("fact_hallucination_rate"),
+            "reward_mean": m["reward_mean"],
+        }
+        if rag is not None:
+            hit = 0
+            facts = [
+                (rec, r) for rec, r in zip(records, res, strict=True) if rec["category"] == "fact"
+            ]
+            for rec, r in facts:
+                hit += any(p.passage.id == rec.get("entity_id") for p in r.passages or [])
+            row["fact_passage_recall"] = round(hit / max(1, len(facts)), 4)
+        rows[name] = row
+        print(name, json.dumps(row), flush=True)
+    return {"setting": vars(args), "rows": rows}
+
+
+def cot_records(world: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    """Held-out multi-step arithmetic: the eval set's multi/word prompts plus fresh ones drawn
+    from the world, none of them a training prompt."""
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.world import PromptFactory
+
+    seen = {
+        r["prompt"]
+        for f in ("sft.jsonl", "rl_prompts.jsonl", "rankings.jsonl")
+        if (world / f).is_file()
+        for r in read_jsonl_dicts(world / f)
+    }
+    evals = [
+        r
+        for r in read_jsonl_dicts(world / "eval.jsonl")
+        if r["category"] == "arithmetic" and r.get("subtype") in ("multi", "word")
+    ]
+    seen |= {r["prompt"] for r in evals}
+    factory = PromptFactory(load_world(world), "eval")
+    rng = random.Random(seed)
+    fresh: list[dict[str, Any]] = []
+    while len(evals) + len(fresh) < n:
+        for rec in factory.sample("arithmetic", 4 * n, rng, exclude=seen):
+            if rec.get("subtype") in ("multi", "word") and len(evals) + len(fresh) < n:
+                fresh.append(rec)
+                seen.add(rec["prompt"])
+    return evals + fresh
+
+
+def run_cot(args: argparse.Namespace) -> dict[str, Any]:
+    world = Path(args.world)
+    oracle = GoldOracle.from_dir(world)
+    records = cot_records(world, args.n, args.seed)
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=64, batch_size=64)
+    rows: dict[str, Any] = {}
+    for name, kw in (
+        ("direct (prefill 'The answer is')", {"response_prefix": "The answer is"}),
+        ("no instruction", {}),
+        ("CoT instruction", {"cot": CoTConfig()}),
+    ):
+        dec = Decoder(model, tok, sampling=sampling, **kw)
+        res = dec.generate([r["prompt"] for r in records])
+        texts = [r.samples[0].text for r in res]
+        scores = oracle.score_batch(records, texts)
+        correct = [bool(s.correct) for s in scores]
+        stepped = [("=" in t) for t in texts]
+        extracted = [extract_answer(t) == r["gold"] for t, r in zip(texts, records, strict=True)]
+        rows[name] = {
+            "accuracy": round(sum(correct) / len(correct), 4),
+            "extracted_answer_accuracy": round(sum(extracted) / len(extracted), 4),
+            "responses_with_steps": round(sum(stepped) / len(stepped), 4),
+            "prompts": len(records),
+            "example": texts[0],
+        }
+        print(name, json.dumps(rows[name]), flush=True)
+    return {"setting": vars(args), "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    cols: list[str] = []
+    for r in rows.values():
+        cols += [k for k in r if k != "example" and k not in cols]
+    head = "| setting | " + " | ".join(cols) + " |"
+    lines = [head, "|---|" + "---:|" * len(cols)]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m alignkit.decoding.bench")
+    sub = ap.add_subparsers(dest="experiment", required=True)
+    for name in ("cbf", "bon", "rag", "cot"):
+        p = sub.add_parser(name)
+        p.add_argument("--world", default="runs/sandbox/world")
+        p.add_argument("--model", default="runs/sandbox/sft")
+        p.add_argument("--out", default="runs/decoding")
+        p.add_argument("--limit", type=int, default=None)
+        p.add_argument("--seed", type=int, default=0)
+        if name == "cbf":
+            p.add_argument("--cost-model", default="runs/sandbox/cm")
+            p.add_argument("--alphas", type=float, nargs="+", default=[0.3])
+            p.add_argument("--top-k", type=int, default=30)
+            p.add_argument("--max-candidates", type=int, default=100)
+            p.add_argument("--samples", type=int, default=4)
+            p.add_argument("--temperature", type=float, default=1.0)
+        if name == "bon":
+            p.add_argument("--reward-model", default="runs/sandbox/rm")
+            p.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+            p.add_argument("--temperature", type=float, default=1.0)
+        if name == "rag":
+            p.add_argument("--k", type=int, default=3)
+        if name == "cot":
+            p.add_argument("--n", type=int, default=200)
+    args = ap.parse_args(argv)
+    fn = {"cbf": run_cbf, "bon": run_bon, "rag": run_rag, "cot": run_cot}[args.experiment]
+    result = fn(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.experiment}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (out / f"{args.experiment}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
