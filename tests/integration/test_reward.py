@@ -281,6 +281,25 @@ def test_save_reload_roundtrip_and_hf_parity(tiny_models, tmp_path: Path, arch: 
     assert type(hf).__name__.endswith("ForSequenceClassification")
 
 
+def test_sharded_save_loads_in_alignkit_and_transformers(tiny_llama: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    model, tok = load_scalar_model(ModelConfig(path=str(tiny_llama)), for_training=False)
+    assert isinstance(model, ScalarHeadModel)
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    tok.save_pretrained(str(tmp_path))
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    again, _ = load_scalar_model(ModelConfig(path=str(tmp_path)), for_training=False)
+    hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path)).eval()
+    ids = torch.randint(3, 100, (2, 5))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = again.score(ids, mask)
+        assert_close(ours, model.score(ids, mask))
+        assert_close(hf(input_ids=ids, attention_mask=mask).logits.squeeze(-1), ours)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_last_token_read_with_left_right_padding_and_pad_equal_eos(tiny_models, arch: str) -> None:
     model, tok = load_scalar_model(ModelConfig(path=str(tiny_models[arch])), for_training=False)
@@ -433,7 +452,8 @@ def test_bad_records_name_the_record_or_are_counted(tmp_path: Path, tiny_llama: 
         assert len(skipped.records) == 2 and len(skipped.skipped) == 1
 
     same = write_jsonl(tmp_path / "same.jsonl", [{"prompt": "p", "chosen": "x", "rejected": "x"}])
-    result = runner.invoke(app, ["reward", f"model.path={tiny_llama}", f"data.path={same}"])
+    out = f"train.output_dir={tmp_path / 'never'}"
+    result = runner.invoke(app, ["reward", f"model.path={tiny_llama}", f"data.path={same}", out])
     assert (
         result.exit_code == 2 and "same.jsonl:1" in result.output and "identical" in result.output
     )
@@ -441,7 +461,9 @@ def test_bad_records_name_the_record_or_are_counted(tmp_path: Path, tiny_llama: 
     unlabelled = write_jsonl(
         tmp_path / "unl.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}]
     )
-    result = runner.invoke(app, ["cost", f"model.path={tiny_llama}", f"data.path={unlabelled}"])
+    result = runner.invoke(
+        app, ["cost", f"model.path={tiny_llama}", f"data.path={unlabelled}", out]
+    )
     assert (
         result.exit_code == 2
         and "unl.jsonl:1" in result.output

@@ -76,6 +76,9 @@ def test_gold_agreement_ignores_pairs_without_gold_difference() -> None:
     # gold differs in pairs 0 (1 > 0, model right) and 1 (0.2 > 0.1, model tie → half)
     assert g["pairs_with_gold_difference"] == 2
     assert_close(g["accuracy_vs_gold"], 0.75)
+    by_cat = build_report(sc)["by_category"]
+    assert_close(by_cat["a"]["accuracy_vs_gold"], 0.75)
+    assert by_cat["b"]["accuracy_vs_gold"] is None, "no gold difference in category b"
     assert_close(g["labels_vs_gold"], 1.0)
     # a pair whose label contradicts gold counts as a label error, and the model is judged
     # against gold, not against the label

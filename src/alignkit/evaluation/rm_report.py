@@ -254,6 +254,10 @@ def build_report(scored: Scored, kind: ReportKind = "reward", bins: int = 10) ->
         report["sign_check"] = sign_check(s, scored.safe)
     if any(g is not None for g in scored.gold):
         report["gold"] = gold_agreement(s, scored.gold, hi, lo)
+        for c, idx in cats.items():
+            report["by_category"][c]["accuracy_vs_gold"] = gold_agreement(
+                s, scored.gold, hi[idx], lo[idx]
+            )["accuracy_vs_gold"]
     return report
 
 
@@ -368,8 +372,14 @@ def print_report(report: dict[str, Any], console: Any = None, title: str = "") -
         c.add_column("category")
         c.add_column("pairs", justify="right")
         c.add_column("accuracy", justify="right")
+        with_gold = "gold" in report
+        if with_gold:
+            c.add_column("vs gold", justify="right")
         for name, row in report["by_category"].items():
-            c.add_row(name, str(row["pairs"]), _fmt(row["accuracy"], True))
+            cells = [name, str(row["pairs"]), _fmt(row["accuracy"], True)]
+            if with_gold:
+                cells.append(_fmt(row.get("accuracy_vs_gold"), True))
+            c.add_row(*cells)
         console.print(c)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -157,7 +156,13 @@ class ScalarHeadModel(nn.Module):
         state[f"{HEAD_KEY}.weight"] = self.head.weight
         return {k: v.detach().contiguous() for k, v in state.items()}
 
-    def save_pretrained(self, path: str | Path, safe_serialization: bool = True, **_: Any) -> None:
+    def save_pretrained(
+        self,
+        path: str | Path,
+        safe_serialization: bool = True,
+        max_shard_size: int | str = "5GB",
+        **_: Any,
+    ) -> None:
         """Write config.json + safetensors (sharded above 5 GB) into ``path``.
 
         Named like transformers' method so :func:`alignkit.models.load.save_hf_folder` (atomic
@@ -165,18 +170,19 @@ class ScalarHeadModel(nn.Module):
         """
         if not safe_serialization:
             raise ValueError("scalar-head models are saved as safetensors only")
-        from huggingface_hub import save_torch_state_dict
+        from huggingface_hub import split_torch_state_dict_into_shards
+        from safetensors.torch import save_file
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         self.hf_config().save_pretrained(str(out))
-        hub_log = logging.getLogger("huggingface_hub")
-        level = hub_log.level
-        hub_log.setLevel(logging.WARNING)  # it logs the temporary folder's path at INFO
-        try:
-            save_torch_state_dict(self.hf_state_dict(), str(out), max_shard_size="5GB")
-        finally:
-            hub_log.setLevel(level)
+        state = self.hf_state_dict()  # no shared tensors: the backbone has no LM head
+        split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
+        for filename, names in split.filename_to_tensors.items():
+            save_file({n: state[n] for n in names}, str(out / filename), metadata={"format": "pt"})
+        if split.is_sharded:
+            index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+            (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
 def hidden_size(config: Any) -> int:

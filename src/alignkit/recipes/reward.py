@@ -234,11 +234,12 @@ def train_scalar_model(
     timer = Timer()
     set_seed(cfg.train.seed)
     dist = Dist.create()
-    out = prepare_run_dir(cfg.train.output_dir, cfg, dist.is_main)
     tag = f"[{kind}]"
 
-    # Validate and tokenise everything before loading weights: bad data fails in seconds.
+    # Validate and tokenise everything before loading weights: bad data fails in seconds,
+    # and before creating the run folder, so a typo leaves nothing behind.
     read, train_records, eval_records = read_split(cfg.data, cfg.train.seed, transform)
+    out = prepare_run_dir(cfg.train.output_dir, cfg, dist.is_main)
     from alignkit.models.load import load_tokenizer
 
     tok = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
