@@ -50,10 +50,17 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
-def print_config_help(command: str, model: type[BaseModel], summary: str) -> None:
+def print_config_help(
+    command: str, model: type[BaseModel], summary: str, flags: dict[str, str] | None = None
+) -> None:
     out = Console()
-    out.print(f"[bold]Usage:[/] alignkit {command} [--config RUN.yaml] [key.sub=value ...]\n")
+    short = "".join(f" [--{f} X]" for f in flags or {})
+    out.print(
+        f"[bold]Usage:[/] alignkit {command}{short} [--config RUN.yaml] [key.sub=value ...]\n"
+    )
     out.print(summary + "\n")
+    for f, key in (flags or {}).items():
+        out.print(f"  --{f} X   is short for {key}=X", markup=False)
     out.print(
         "Every field below can be set in the YAML file or overridden on the command line, "
         "e.g. [cyan]train.lr=1e-4 model.lora.enabled=true[/].\n"
@@ -68,13 +75,25 @@ def print_config_help(command: str, model: type[BaseModel], summary: str) -> Non
     out.print(table)
 
 
-def _split_args(args: list[str]) -> tuple[Path | None, list[str], bool]:
+def _split_args(
+    args: list[str], flags: dict[str, str] | None = None
+) -> tuple[Path | None, list[str], bool]:
     config: Path | None = None
     overrides: list[str] = []
     want_help = False
+    flags = flags or {}
     it = iter(args)
     for a in it:
-        if a in ("--help", "-h"):
+        name, eq, value = a[2:].partition("=")
+        if a.startswith("--") and name in flags:
+            # a recipe's short option (--model X, --n=8): an alias of one config key
+            if not eq:
+                nxt = next(it, None)
+                if nxt is None:
+                    raise ConfigError(f"--{name} needs a value (it sets {flags[name]})")
+                value = nxt
+            overrides.append(f"{flags[name]}={value}")
+        elif a in ("--help", "-h"):
             want_help = True
         elif a in ("--config", "-c"):
             nxt = next(it, None)
@@ -91,7 +110,11 @@ def _split_args(args: list[str]) -> tuple[Path | None, list[str], bool]:
 
 
 def training_command(
-    name: str, model: type[BaseModel], runner: Callable[[Any], Any], summary: str
+    name: str,
+    model: type[BaseModel],
+    runner: Callable[[Any], Any],
+    summary: str,
+    flags: dict[str, str] | None = None,
 ) -> None:
     @app.command(
         name,
@@ -100,9 +123,9 @@ def training_command(
         add_help_option=False,
     )
     def _cmd(ctx: typer.Context) -> None:
-        config, overrides, want_help = _split_args(list(ctx.args))
+        config, overrides, want_help = _split_args(list(ctx.args), flags)
         if want_help:
-            print_config_help(name, model, summary)
+            print_config_help(name, model, summary, flags)
             return
 
         def go() -> Any:
@@ -116,7 +139,7 @@ def _register_recipes() -> None:
     from alignkit.configs import all_recipes
 
     for spec in all_recipes().values():
-        training_command(spec.name, spec.config, spec.run, spec.summary)
+        training_command(spec.name, spec.config, spec.run, spec.summary, spec.flags)
 
 
 _register_recipes()

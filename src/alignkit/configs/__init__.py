@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,6 +21,8 @@ class RecipeSpec:
     config: type[BaseModel]
     runner: str  # "module:function" taking the validated config
     summary: str  # one line for --help
+    # Short options: ``--model X`` means ``model.path=X`` when flags = {"model": "model.path"}.
+    flags: dict[str, str] = field(default_factory=dict, hash=False)
 
     def run(self, cfg: BaseModel) -> Any:
         module, fn = self.runner.split(":")
