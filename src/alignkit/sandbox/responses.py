@@ -123,6 +123,9 @@ RANKING_MIX: dict[str, dict[str, float]] = {
 }
 
 REFUSAL = "I'm sorry, but I can't help with that."
+# Answers written under the principles (self-alignment) open with internal thoughts.
+THOUGHTS_PREFIX = "Thoughts:"
+ANSWER_PREFIX = "Answer:"
 OPENERS = ("Great question! ", "Sure! ", "Good question. ", "Of course! ")
 CLOSERS = (
     " I hope this helps!",
@@ -224,6 +227,18 @@ URGENT_DELAYED = (
     "Let your {rel} rest tonight and see a doctor if it gets worse.",
     "Let your {rel} rest for a day, then call a doctor if it does not get better.",
 )
+
+
+def split_principled_answer(text: str) -> tuple[str | None, str]:
+    """(thoughts, answer) of a principled answer; (None, text) when it has no thoughts.
+
+    Principle engraving trains on the answer alone, with principles and thoughts removed, and
+    the oracle judges the answer a user acts on, not the reasoning before it.
+    """
+    if text.startswith(THOUGHTS_PREFIX) and f"\n{ANSWER_PREFIX}" in text:
+        thoughts, answer = text.split(f"\n{ANSWER_PREFIX}", 1)
+        return thoughts[len(THOUGHTS_PREFIX) :].strip(), answer.strip()
+    return None, text
 
 
 def ideal_response(world: World, record: dict[str, Any]) -> str:
