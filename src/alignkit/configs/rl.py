@@ -6,12 +6,14 @@ a critic and a cost stream exist), exactly as the methods differ in the literatu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 
 from alignkit.config import ConfigError, ModelConfig, Section, TrainConfig
 from alignkit.configs import RecipeSpec
+
+SectionT = TypeVar("SectionT", bound=Section)
 
 Estimator = Literal["ppo", "grpo", "rloo", "reinforce_pp", "remax", "fdpg"]
 
@@ -23,7 +25,38 @@ class RLData(Section):
     chat_template: str = Field("auto", description="As in data.chat_template of SFT.")
 
 
+class VLLMSettings(Section):
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="Share of the GPU vLLM may take (it sits beside the trainer on the same GPU).",
+    )
+    enforce_eager: bool = Field(
+        False, description="Skip CUDA-graph capture (faster start, slower decoding)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, description="Context of the engine (default: prompt + response limits)."
+    )
+
+
 class Rollout(Section):
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description=(
+            "'hf': transformers generate with KV cache; 'vllm': a vLLM engine on the same GPU "
+            "(pip install 'alignkit[vllm]'; falls back to hf with a warning where it cannot run)."
+        ),
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings.")
+    split_prompts: bool = Field(
+        False,
+        description=(
+            "Several processes: each generates and scores its own share of the prompts (whole "
+            "groups) instead of every process generating the whole batch. Faster; equal to one "
+            "process in distribution, not bit for bit."
+        ),
+    )
     prompts_per_step: int = Field(16, ge=1, description="Prompts sampled per RL iteration.")
     num_generations: int = Field(
         4, ge=1, description="Responses per prompt (a group; GRPO/RLOO need >= 2)."
@@ -163,17 +196,29 @@ class RLConfig(Section):
         return self
 
 
+def _with_defaults(base: type[SectionT], name: str, **defaults: object) -> type[SectionT]:
+    """A subclass of ``base`` whose listed fields default to ``defaults``. Field defaults, not a
+    default instance: ``alignkit ppo algo.epochs=1`` must keep estimator=ppo, and a default
+    instance would be replaced wholesale by any ``algo.*`` override."""
+    fields: dict[str, Any] = {
+        k: (base.model_fields[k].annotation, Field(v, description=base.model_fields[k].description))
+        for k, v in defaults.items()
+    }
+    return create_model(name, __base__=base, **fields)
+
+
 def _preset(name: str, **defaults: object) -> type[RLConfig]:
     """A subclass of RLConfig whose algo/safety defaults match the named method."""
-    algo_defaults = {k: v for k, v in defaults.items() if k in Algo.model_fields}
-    safe = bool(defaults.get("safe", False))
+    title = name.replace("-", "_").title().replace("_", "")
+    algo_cls = _with_defaults(
+        Algo, f"{title}Algo", **{k: v for k, v in defaults.items() if k in Algo.model_fields}
+    )
+    safety_cls = _with_defaults(Safety, f"{title}Safety", enabled=bool(defaults.get("safe", False)))
 
     class Preset(RLConfig):
-        algo: Algo = Field(
-            default_factory=lambda: Algo(**algo_defaults), description="Estimator and losses."
-        )  # type: ignore[arg-type]
-        safety: Safety = Field(
-            default_factory=lambda: Safety(enabled=safe), description="Safe RLHF cost stream."
+        algo: algo_cls = Field(default_factory=algo_cls, description="Estimator and losses.")  # type: ignore[valid-type]
+        safety: safety_cls = Field(  # type: ignore[valid-type]
+            default_factory=safety_cls, description="Safe RLHF cost stream."
         )
 
     Preset.__name__ = Preset.__qualname__ = f"{name.replace('-', '_').upper()}Config"
