@@ -89,17 +89,75 @@ class CheckpointManager:
         tmp.mkdir()
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = rng_state()
-        torch.save({"torch": rng.pop("torch"), "cuda": rng.pop("cuda")}, tmp / "rng_torch.pt")
-        (tmp / "rng.json").write_text(json.dumps(rng))
-        # trainer_state.json is written last: its presence marks the checkpoint complete.
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+        self._write_meta(tmp, scheduler, step, state)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         self._prune()
         return final
+
+    def save_sharded(
+        self,
+        step: int,
+        dist: Any,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        state: dict[str, Any],
+    ) -> Path:
+        """FSDP / DeepSpeed: every process writes its shard into ``sharded/`` (a collective),
+        then the main process adds the scheduler, RNG and ``trainer_state.json`` and renames
+        the folder into place, so completeness still means "trainer_state.json exists"."""
+        final = self.root / f"step-{step:08d}"
+        tmp = self.root / f".tmp-step-{step:08d}"  # the same name on every process
+        if self.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        dist.save_state(model, optimizer, tmp / "sharded")
+        dist.barrier()
+        if not self.is_main:
+            return final
+        self._write_meta(tmp, scheduler, step, state)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self._prune()
+        return final
+
+    @staticmethod
+    def load_sharded(
+        path: str | Path,
+        dist: Any,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+    ) -> dict[str, Any]:
+        p = Path(path)
+        if not (p / "sharded").is_dir():
+            raise ValueError(
+                f"{p}: a single-process checkpoint cannot resume an FSDP/DeepSpeed run (and "
+                "vice versa); relaunch the way it was saved, or use train.resume=false"
+            )
+        dist.load_state(model, optimizer, p / "sharded")
+        return CheckpointManager._read_meta(p, scheduler)
+
+    def _write_meta(self, folder: Path, scheduler: Any, step: int, state: dict[str, Any]) -> None:
+        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+        rng = rng_state()
+        torch.save({"torch": rng.pop("torch"), "cuda": rng.pop("cuda")}, folder / "rng_torch.pt")
+        (folder / "rng.json").write_text(json.dumps(rng))
+        # trainer_state.json is written last: its presence marks the checkpoint complete.
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+
+    @staticmethod
+    def _read_meta(folder: Path, scheduler: Any) -> dict[str, Any]:
+        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        rng = json.loads((folder / "rng.json").read_text())
+        rng.update(torch.load(folder / "rng_torch.pt", weights_only=True))
+        set_rng_state(rng)
+        return json.loads((folder / "trainer_state.json").read_text())
 
     def _prune(self) -> None:
         done = self.all()
@@ -116,6 +174,11 @@ class CheckpointManager:
         p = Path(path)
         if not (p / "trainer_state.json").is_file():
             raise FileNotFoundError(f"{p}: not a complete checkpoint (no trainer_state.json)")
+        if (p / "sharded").is_dir():
+            raise ValueError(
+                f"{p} was written by an FSDP/DeepSpeed run; relaunch with the same accelerate "
+                "config to resume it, or use train.resume=false"
+            )
         weights = load_file(str(p / "trainable.safetensors"))
         params = dict(model.named_parameters())
         missing = [n for n in weights if n not in params]
@@ -128,8 +191,4 @@ class CheckpointManager:
             for n, t in weights.items():
                 params[n].copy_(t.to(params[n].device, params[n].dtype))
         optimizer.load_state_dict(torch.load(p / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(p / "scheduler.pt", weights_only=True))
-        rng = json.loads((p / "rng.json").read_text())
-        rng.update(torch.load(p / "rng_torch.pt", weights_only=True))
-        set_rng_state(rng)
-        return json.loads((p / "trainer_state.json").read_text())
+        return CheckpointManager._read_meta(p, scheduler)

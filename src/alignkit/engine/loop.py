@@ -19,6 +19,7 @@ two processes give the same update as one.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -104,13 +105,17 @@ class Trainer:
                 "no trainable parameters: every weight is frozen (check model.freeze and "
                 "model.lora settings)"
             )
-        self.optimizer = torch.optim.AdamW(
+        # Built on the bare model's parameters; Dist.prepare hands it to accelerate together
+        # with the model where the engine (FSDP2, DeepSpeed) replaces or partitions them.
+        optimizer = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay), lr=lr or cfg.lr, betas=cfg.betas
+        )
+        self.model, self.optimizer = self.dist.prepare(
+            model, optimizer, cfg.batch_size, cfg.max_grad_norm
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg, total_steps)
         )
-        self.model = self.dist.prepare_model(model)
         self.ckpt = CheckpointManager(
             self.output_dir / "checkpoints", cfg.keep_checkpoints, self.dist.is_main
         )
@@ -139,9 +144,9 @@ class Trainer:
             last = i == len(micro_batches) - 1
             with self.dist.no_sync(self.model, skip=not last):
                 loss, metrics = loss_fn(self.model, mb, normaliser)
-                # DDP averages gradients over processes; our loss is already a share of the
-                # global sum, so undo the average.
-                self.dist.backward(loss * self.dist.world_size)
+                # DDP, FSDP and DeepSpeed average gradients over processes; our loss is
+                # already a share of the global sum, so undo the average.
+                self.dist.backward(loss * self.dist.world_size, self.model)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
         sums = self.dist.all_reduce_dict(sums)
@@ -166,7 +171,12 @@ class Trainer:
         path = path or self.ckpt.latest()
         if path is None:
             return {}
-        state = CheckpointManager.load(path, self.unwrapped, self.optimizer, self.scheduler)
+        if self.dist.sharded:
+            state = CheckpointManager.load_sharded(
+                path, self.dist, self.model, self.optimizer, self.scheduler
+            )
+        else:
+            state = CheckpointManager.load(path, self.unwrapped, self.optimizer, self.scheduler)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.dist.print(f"resumed from {path} at step {self.step}/{self.total_steps}")
@@ -174,19 +184,24 @@ class Trainer:
 
     def save_checkpoint(self, extra: dict[str, Any] | None = None) -> None:
         """Atomic checkpoint; ``extra`` carries recipe state (e.g. RL iteration, λ, β)."""
-        self.ckpt.save(
-            self.step,
-            self.unwrapped,
-            self.optimizer,
-            self.scheduler,
-            {"total_steps": self.total_steps, "tokens_seen": self.tokens_seen, **(extra or {})},
-        )
+        state = {"total_steps": self.total_steps, "tokens_seen": self.tokens_seen, **(extra or {})}
+        if self.dist.sharded:  # every process writes its shard of weights and optimizer state
+            self.ckpt.save_sharded(
+                self.step, self.dist, self.model, self.optimizer, self.scheduler, state
+            )
+        else:
+            self.ckpt.save(self.step, self.unwrapped, self.optimizer, self.scheduler, state)
         self.dist.barrier()
 
     def begin(self) -> dict[str, Any]:
         """Resume if asked and open the metric sinks; for recipes that drive train_step
         themselves (online RL). Returns the resumed checkpoint's state ({} on a fresh run)."""
         state = self.maybe_resume()
+        if self.dist.is_main:
+            # How the run was launched (processes, engine): reproducibility, and the proof a
+            # multi-process test needs that it really ran on several processes.
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "launch.json").write_text(json.dumps(self.dist.describe()))
         self.tracker = Tracker(
             self.output_dir,
             self.cfg.report_to,

@@ -19,6 +19,16 @@ from alignkit.config import FreezeConfig, LoraConfig, ModelConfig
 
 log = logging.getLogger("alignkit")
 
+
+def _quiet_hub_progress() -> None:
+    """One progress bar per weight file load/save is noise in every log; ours has ETA."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+_quiet_hub_progress()
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -190,16 +200,20 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def save_hf_folder(
-    model: nn.Module, tokenizer: Any, out: str | Path, merge_lora: bool = True
+    model: nn.Module,
+    tokenizer: Any,
+    out: str | Path,
+    merge_lora: bool = True,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save an ordinary Hugging Face folder atomically (tmp folder, then rename).
 
     LoRA models: the adapter goes to ``adapter/`` and, with ``merge_lora``, merged full
     weights go to the folder itself so ``AutoModelForCausalLM.from_pretrained`` loads it.
-    """
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # one bar per shard write is noise in every log
+    ``state_dict``: the weights to write instead of ``model``'s own, for a model whose
+    parameters in memory are shards (FSDP, ZeRO-3); see ``Dist.save_pretrained``.
+    """
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -207,14 +221,16 @@ def save_hf_folder(
     tmp.mkdir(parents=True)
     unwrapped = getattr(model, "module", model)
     if is_peft(unwrapped):
-        unwrapped.save_pretrained(str(tmp / "adapter"))
+        unwrapped.save_pretrained(str(tmp / "adapter"), state_dict=state_dict)
         if merge_lora:
             import copy
 
-            merged = copy.deepcopy(unwrapped).merge_and_unload()
-            merged.save_pretrained(str(tmp), safe_serialization=True)
+            whole = (
+                copy.deepcopy(unwrapped) if state_dict is None else _rebuild(unwrapped, state_dict)
+            )
+            whole.merge_and_unload().save_pretrained(str(tmp), safe_serialization=True)
     else:
-        unwrapped.save_pretrained(str(tmp), safe_serialization=True)
+        unwrapped.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     # Keep what the run already wrote into `out` (config, metrics, checkpoints, stage folders);
@@ -232,3 +248,19 @@ def save_hf_folder(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     return out
+
+
+def _rebuild(peft_model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """A whole copy of a LoRA model from its gathered weights, so peft can merge the adapter
+    (the sharded model in memory cannot be copied: each process holds a slice)."""
+    import copy
+
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(iter(state_dict.values())).dtype
+    base = AutoModelForCausalLM.from_config(peft_model.get_base_model().config, dtype=dtype)
+    name = peft_model.active_adapter
+    whole = get_peft_model(base, copy.deepcopy(peft_model.peft_config[name]), adapter_name=name)
+    whole.load_state_dict(state_dict, strict=True)
+    return whole

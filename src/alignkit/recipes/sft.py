@@ -167,10 +167,11 @@ def run_sft(cfg: SFTConfig) -> Path:
             {"name": name, "steps": total_steps, "data": stats.as_dict(), "final": last}
         )
 
+    # Every process joins the save: under FSDP / ZeRO-3 the weights are gathered from shards.
+    dist.save_pretrained(model, tokenizer, out, cfg.model.lora.merge_on_save)
     if dist.is_main:
         if multi:
             _merge_stage_metrics(out, stages)
-        save_hf_folder(model, tokenizer, out, cfg.model.lora.merge_on_save)
         summary["wall_time_s"] = round(timer.seconds, 2)
         write_summary(out, summary)
     dist.barrier()
