@@ -11,6 +11,7 @@ exist), which is the point (OpenRLHF's insight; STYLE.md). All maths lives in ``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import random
@@ -46,16 +47,16 @@ from alignkit.losses.policy import (
     aggregation_normalizer,
     clipped_value_loss,
     kl_k3,
-    masked_mean,
     masked_sum,
     masked_whiten,
     ppo_policy_loss,
 )
 from alignkit.losses.safety import lagrange_update, safe_rlhf_advantage
-from alignkit.models.load import disable_dropout, is_peft, load_causal_lm, save_hf_folder
+from alignkit.models.load import disable_dropout, is_peft, load_causal_lm
 from alignkit.models.logprobs import gather_logprobs, token_entropy
 from alignkit.recipes.common import Timer, prepare_run_dir, set_seed, write_summary
-from alignkit.rollout.generate import SamplingConfig, generate
+from alignkit.rollout.backends import logprob_mismatch, make_backend
+from alignkit.rollout.generate import SamplingConfig
 from alignkit.rollout.judges import FunctionJudge, Judge, OracleJudge, RewardModelJudge
 
 # --------------------------------------------------------------------------------------------
@@ -364,8 +365,10 @@ def run_rl(cfg: RLConfig) -> Path:
 
     policy, tok = load_causal_lm(cfg.model)
     disable_dropout(policy)  # ρ must be exactly 1 at the first step of each update
-    reference = _load_reference(cfg, policy)
     device = dist.device
+    reference = _load_reference(cfg, policy)
+    if reference is not None:
+        reference = reference.to(device)
     critic = cost_critic = None
     if a.estimator == "ppo":
         critic = _load_critic(cfg.critic.path or cfg.reward.model or cfg.model.path, cfg)
@@ -375,6 +378,7 @@ def run_rl(cfg: RLConfig) -> Path:
             )
 
     n_seq = ro.prompts_per_step * ro.num_generations
+    _check_layout(cfg, dist.world_size)
     per_update = a.epochs * math.ceil(n_seq / a.minibatch_size)
     total = cfg.train.max_steps or 50
     micro = max(1, min(cfg.train.batch_size, a.minibatch_size))
@@ -408,6 +412,14 @@ def run_rl(cfg: RLConfig) -> Path:
         batch_size=ro.generation_batch_size,
         max_prompt_length=ro.max_prompt_length,
     )
+    backend = make_backend(
+        ro.backend,
+        cfg.model.path,
+        tok,
+        cfg.data.chat_template,
+        ro.vllm,
+        ro.max_prompt_length + ro.max_new_tokens,
+    )
     order: list[int] = []
     last: dict[str, float] = {}
     dist.print(
@@ -417,19 +429,38 @@ def run_rl(cfg: RLConfig) -> Path:
         for it in range(start, total):
             # -- 1. prompts and rollouts --------------------------------------------------
             idx = _prompt_indices(it, ro.prompts_per_step, len(records), cfg.train.seed, order)
+            seed = cfg.train.seed * 100_003 + it
+            if ro.split_prompts:  # this process's share of the prompts; groups stay whole
+                idx, seed = idx[dist.rank :: dist.world_size], seed + 7_919 * dist.rank
             prompts = [records[i].prompt for i in idx]
             recs = [rows[i] for i in idx]
-            gens = generate(
-                trainer.unwrapped,
-                tok,
-                prompts,
-                sampling,
-                ro.num_generations,
-                cfg.data.chat_template,
-                seed=cfg.train.seed * 100_003 + it,
-            )
-            roll = build_rollout(gens, prompts, recs, tok.pad_token_id)
-            # -- 2. scores --------------------------------------------------------------------
+            # Sharded engines (FSDP, ZeRO-3) gather the full weights for the no-grad passes.
+            with contextlib.ExitStack() as stack:
+                pol = stack.enter_context(dist.gathered(trainer.model))
+                crit = {n: stack.enter_context(dist.gathered(t.model)) for n, t in critics.items()}
+                backend.update_weights(pol)  # vLLM: push the updated policy (HF: no-op)
+                gens = backend.generate(pol, prompts, sampling, ro.num_generations, seed)
+                roll = build_rollout(gens, prompts, recs, tok.pad_token_id)
+                greedy = None
+                if a.estimator == "remax":
+                    greedy_sampling = sampling.model_copy(update={"temperature": 0.0})
+                    greedy = backend.generate(pol, prompts, greedy_sampling, 1, None)
+                # -- 2. old / reference log-probs, values -----------------------------------
+                roll.old_logp, roll.entropy = logprobs_of(
+                    pol, roll, micro, ro.temperature, device, with_entropy=True
+                )
+                roll.ref_logp = _reference_logprobs(
+                    pol, reference, roll, micro, ro.temperature, device
+                )
+                values = (
+                    values_of(crit["critic"], roll, micro, device) if "critic" in crit else None
+                )
+                cost_values = (
+                    values_of(crit["cost_critic"], roll, micro, device)
+                    if "cost_critic" in crit
+                    else None
+                )
+            # -- 3. scores --------------------------------------------------------------------
             scores_raw = torch.tensor(
                 judge.score(roll.prompts, roll.texts, roll.records), dtype=torch.float32
             )
@@ -438,79 +469,66 @@ def run_rl(cfg: RLConfig) -> Path:
                 scores = scores + cfg.reward.eos_penalty * (~roll.finished).float()
             if cfg.reward.clip is not None:
                 scores = scores.clamp(-cfg.reward.clip, cfg.reward.clip)
-            if cfg.reward.normalize:
-                scores = (scores - scores.mean()) / (scores.std() + 1e-6)
+            if cfg.reward.normalize:  # statistics of the whole batch, on every process
+                full = dist.all_gather(scores) if ro.split_prompts else scores
+                scores = (scores - full.mean()) / (full.std() + 1e-6)
             costs = None
             if cost_judge is not None:
                 costs = torch.tensor(
                     cost_judge.score(roll.prompts, roll.texts, roll.records), dtype=torch.float32
                 )
             greedy_scores = None
-            if a.estimator == "remax":
-                greedy = generate(
-                    trainer.unwrapped,
-                    tok,
-                    prompts,
-                    sampling.model_copy(update={"temperature": 0.0}),
-                    1,
-                    cfg.data.chat_template,
-                )
+            if greedy is not None:
                 greedy_texts = [g[0].text for g in greedy]
                 greedy_scores = torch.tensor(
                     judge.score(prompts, greedy_texts, recs), dtype=torch.float32
                 )
-            # -- 3. old / reference log-probs, values ---------------------------------------
-            roll.old_logp, roll.entropy = logprobs_of(
-                trainer.unwrapped, roll, micro, ro.temperature, device, with_entropy=True
-            )
-            roll.ref_logp = _reference_logprobs(
-                trainer.unwrapped, reference, roll, micro, ro.temperature, device
-            )
-            values = (
-                values_of(critics["critic"].unwrapped, roll, micro, device)
-                if "critic" in critics
-                else None
-            )
-            cost_values = (
-                values_of(critics["cost_critic"].unwrapped, roll, micro, device)
-                if "cost_critic" in critics
-                else None
+            engine_gap = logprob_mismatch(
+                [getattr(g, "logprobs", []) for row in gens for g in row], roll.old_logp, roll.mask
             )
             lam = math.exp(log_lambda)
             adv = advantages(
                 cfg, roll, scores, beta, values, greedy_scores, costs, cost_values, lam
             )
             # -- 4. updates -------------------------------------------------------------------
-            upd = _update(cfg, trainer, roll, adv, beta, micro, device, it)
+            upd = _update(cfg, trainer, roll, adv, beta, micro, device, it, dist)
             for name, t in critics.items():
                 returns = adv.returns if name == "critic" else adv.cost_returns
                 old_v = values if name == "critic" else cost_values
                 assert returns is not None and old_v is not None
-                upd.update(_critic_update(cfg, t, roll, returns, old_v, micro, device, it, name))
+                upd.update(
+                    _critic_update(cfg, t, roll, returns, old_v, micro, device, it, name, dist)
+                )
             # -- 5. controllers and monitors ---------------------------------------------------
-            seq_kl = masked_sum(roll.old_logp - roll.ref_logp, roll.mask, dim=-1)
-            kl_mean = float(seq_kl.mean())
+            # Per-sequence statistics of the whole batch (gathered when prompts are split), so
+            # β, λ and the logged metrics are the same on every process.
+            seq = _sequence_stats(roll, scores_raw, scores, costs)
+            if gold is not None:
+                seq["gold"] = torch.tensor(gold.score(roll.prompts, roll.texts, roll.records))
+            if ro.split_prompts:
+                seq = {k: dist.all_gather(v.float()) for k, v in seq.items()}
+            kl_mean = float(seq["kl"].mean())
             if a.kl_target is not None:
                 beta = adaptive_kl_coef(beta, kl_mean, a.kl_target, a.kl_horizon_k)
             metrics: dict[str, Any] = {
                 "iteration": it + 1,
-                "reward": float(scores_raw.mean()),
-                "reward_std": float(scores_raw.std()) if scores_raw.numel() > 1 else 0.0,
+                "sequences": seq["reward"].numel(),
+                "reward": float(seq["reward"].mean()),
+                "reward_std": float(seq["reward"].std()) if seq["reward"].numel() > 1 else 0.0,
                 "kl": kl_mean,
                 "kl_coef": beta,
-                "length": float(roll.mask.sum(-1).mean()),
-                "no_eos": float((~roll.finished).float().mean()),
-                "entropy": float(masked_mean(roll.entropy, roll.mask))
-                if roll.entropy is not None
-                else 0.0,
+                "length": float(seq["length"].mean()),
+                "no_eos": float(seq["no_eos"].mean()),
+                "entropy": float(seq["entropy_sum"].sum() / seq["length"].sum().clamp(min=1.0)),
+                **engine_gap,
                 **upd,
             }
             if ro.num_generations > 1:
                 metrics["uniform_groups"] = float(
-                    fraction_uniform_groups(scores, ro.num_generations)
+                    fraction_uniform_groups(seq["score"], ro.num_generations)
                 )
-            if costs is not None:
-                cost_window.extend(costs.tolist())
+            if "cost" in seq:
+                cost_window.extend(seq["cost"].tolist())
                 mean_cost = sum(cost_window) / len(cost_window)
                 if it >= cfg.safety.delay:
                     log_lambda = lagrange_update(
@@ -521,14 +539,12 @@ def run_rl(cfg: RLConfig) -> Path:
                         cfg.safety.lambda_max,
                     )
                 metrics.update(
-                    cost=float(costs.mean()),
+                    cost=float(seq["cost"].mean()),
                     cost_window=mean_cost,
                     **{"lambda": math.exp(log_lambda)},
                 )
-            if gold is not None:
-                metrics["gold_reward"] = float(
-                    sum(gold.score(roll.prompts, roll.texts, roll.records)) / roll.size
-                )
+            if "gold" in seq:
+                metrics["gold_reward"] = float(seq["gold"].mean())
             first_len = first_len if first_len is not None else metrics["length"]
             _warn(cfg, metrics, first_len, dist)
             trainer.log(metrics)
@@ -556,15 +572,19 @@ def run_rl(cfg: RLConfig) -> Path:
                     t.save_checkpoint()
     finally:
         trainer.end()
+    # Every process joins the saves: under FSDP / ZeRO-3 the weights are gathered from shards.
+    dist.save_pretrained(trainer.model, tok, out, cfg.model.lora.merge_on_save)
+    for name, t in critics.items():
+        _save_critic(cfg, dist, t, name, out / name)
     if dist.is_main:
-        save_hf_folder(trainer.unwrapped, tok, out, cfg.model.lora.merge_on_save)
-        for name, t in critics.items():
-            t.unwrapped.save_pretrained(out / name)
         write_summary(
             out,
             {
                 "recipe": f"rl:{a.estimator}",
                 "iterations": total,
+                "world_size": dist.world_size,
+                "split_prompts": ro.split_prompts,
+                "rollout_backend": backend.name,
                 "final": last,
                 "wall_time_s": round(timer.seconds, 2),
             },
@@ -572,6 +592,60 @@ def run_rl(cfg: RLConfig) -> Path:
     dist.barrier()
     dist.print(f"[rl] saved {out} ({timer.seconds:.1f}s)")
     return out
+
+
+def _check_layout(cfg: RLConfig, world: int) -> None:
+    """Several processes must each get the same number of sequences per micro-batch and step
+    (DeepSpeed ZeRO >= 2 reduces in every backward, so unequal counts would deadlock)."""
+    ro, a = cfg.rollout, cfg.algo
+    n_seq = ro.prompts_per_step * ro.num_generations
+    if world > 1 and (n_seq % world or a.minibatch_size % world):
+        raise ConfigError(
+            f"{world} processes: rollout.prompts_per_step × rollout.num_generations ({n_seq}) "
+            f"and algo.minibatch_size ({a.minibatch_size}) must both be multiples of {world}"
+        )
+    if ro.split_prompts and ro.prompts_per_step % world:
+        raise ConfigError(
+            f"rollout.split_prompts with {world} processes: rollout.prompts_per_step "
+            f"({ro.prompts_per_step}) must be a multiple of {world} so every process gets "
+            "whole groups of the same size"
+        )
+
+
+def _sequence_stats(
+    roll: Rollout, scores_raw: torch.Tensor, scores: torch.Tensor, costs: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
+    """One value per sequence for each logged statistic (means are taken after gathering)."""
+    assert roll.old_logp is not None and roll.ref_logp is not None
+    out = {
+        "reward": scores_raw,
+        "score": scores,
+        "kl": masked_sum(roll.old_logp - roll.ref_logp, roll.mask, dim=-1),
+        "length": roll.mask.sum(-1),
+        "no_eos": (~roll.finished).float(),
+        "entropy_sum": masked_sum(roll.entropy, roll.mask, dim=-1)
+        if roll.entropy is not None
+        else torch.zeros(roll.size),
+    }
+    if costs is not None:
+        out["cost"] = costs
+    return out
+
+
+def _save_critic(cfg: RLConfig, dist: Dist, trainer: Trainer, name: str, path: Path) -> None:
+    """Save a critic as a value-model folder; from sharded engines, the gathered weights are
+    loaded into a whole copy on the main process first (a shard cannot save itself)."""
+    state = dist.full_state_dict(trainer.model)  # collective; None when the model is whole
+    if dist.is_main:
+        critic = trainer.unwrapped
+        if state is not None:
+            init = cfg.critic.path or cfg.reward.model or cfg.model.path
+            if name == "cost_critic":
+                init = cfg.safety.cost_critic or cfg.safety.cost_model or cfg.model.path
+            critic = _load_critic(init, cfg)
+            critic.load_state_dict(state)
+        critic.save_pretrained(path)
+    dist.barrier()
 
 
 def _prompt_indices(it: int, k: int, n: int, seed: int, cache: list[int]) -> list[int]:
@@ -599,14 +673,33 @@ def _reference_logprobs(
         return logprobs_of(policy, roll, micro, temperature, device)[0]
 
 
-def _minibatches(n: int, size: int, micro: int, seed: int) -> list[list[list[int]]]:
+def _minibatches(
+    n: int, size: int, micro: int, seed: int, rank: int = 0, world: int = 1
+) -> list[list[list[int]]]:
+    """The optimizer steps of one pass over ``n`` sequences: shuffled minibatches of ``size``
+    sequences, each cut into global micro-batches of ``micro × world`` sequences of which this
+    process takes the strided shard ``[rank::world]``, exactly as ``Windows`` shards a
+    dataset; so ``world`` processes with ``micro`` see what one process sees with
+    ``micro × world``, and the shared Trainer's global normaliser makes the update equal."""
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     out = []
+    step = micro * world
     for s in range(0, n, size):
         mb = idx[s : s + size]
-        out.append([mb[j : j + micro] for j in range(0, len(mb), micro)])
+        out.append([mb[j : j + step][rank::world] for j in range(0, len(mb), step)])
     return out
+
+
+def _layout(cfg: RLConfig, dist: Dist) -> tuple[int, int, int]:
+    """(minibatch size, rank, world) for ``_minibatches`` over this process's sequences.
+
+    Replicated rollouts: every process holds the whole batch and takes its strided shard.
+    Split prompts: each process already holds only its share, so it takes all of it in
+    minibatches ``world`` times smaller (the same number of optimizer steps everywhere)."""
+    if cfg.rollout.split_prompts:
+        return cfg.algo.minibatch_size // dist.world_size, 0, 1
+    return cfg.algo.minibatch_size, dist.rank, dist.world_size
 
 
 def _update(
@@ -618,6 +711,7 @@ def _update(
     micro: int,
     device: torch.device,
     it: int,
+    dist: Dist,
 ) -> dict[str, float]:
     a = cfg.algo
     kl_in_loss = a.kl_penalty == "loss" and beta > 0
@@ -654,16 +748,17 @@ def _update(
         share = count(ix) / normaliser
         return loss, {
             "policy_loss": loss.detach(),
+            "minibatch_sequences": len(ix),  # summed over processes: each trains its shard
             "clip_fraction": out.clip_fraction * share,
             "approx_kl": out.approx_kl * share,
         }
 
     sums: dict[str, float] = {}
     steps = 0
+    size, rank, world = _layout(cfg, dist)
     for epoch in range(a.epochs):
-        for mb in _minibatches(
-            roll.size, a.minibatch_size, micro, cfg.train.seed * 1_000_003 + it * 31 + epoch
-        ):
+        seed = cfg.train.seed * 1_000_003 + it * 31 + epoch
+        for mb in _minibatches(roll.size, size, micro, seed, rank, world):
             m = trainer.train_step(mb, loss_fn, count)
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -683,6 +778,7 @@ def _critic_update(
     device: torch.device,
     it: int,
     name: str,
+    dist: Dist,
 ) -> dict[str, float]:
     a = cfg.algo
 
@@ -703,10 +799,10 @@ def _critic_update(
 
     sums: dict[str, float] = {}
     steps = 0
+    size, rank, world = _layout(cfg, dist)
     for epoch in range(a.epochs):
-        for mb in _minibatches(
-            roll.size, a.minibatch_size, micro, cfg.train.seed * 7 + it * 31 + epoch
-        ):
+        seed = cfg.train.seed * 7 + it * 31 + epoch
+        for mb in _minibatches(roll.size, size, micro, seed, rank, world):
             m = trainer.train_step(mb, loss_fn, count)
             sums[f"{name}/loss"] = sums.get(f"{name}/loss", 0.0) + m[f"{name}/loss"]
             steps += 1
