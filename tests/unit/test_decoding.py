@@ -83,6 +83,32 @@ def test_accepts_until_top_k_allowed_and_evaluates_no_further() -> None:
     assert_close(proj.probs, [1.0])
 
 
+def test_nucleus_rule_stops_once_the_nucleus_is_covered() -> None:
+    seen: list[str] = []
+
+    def h(table):
+        def fn(prompts, texts):
+            seen.extend(texts)
+            return [table[t] for t in texts]
+
+        return fn
+
+    ids = torch.tensor([[0, 1, 2]])
+    probs = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
+    decode = lambda r, toks: ["abc"[t] for t in toks]  # noqa: E731
+    # a (P 0.5) covers a 0.5 nucleus and is allowed: nothing else is scored.
+    f = CBFFilter(h(H_TABLE), CBFConfig(alpha=0.3, top_k=3, top_p=0.5))
+    proj = f.filter(["p"], [0.4], ids, probs, decode)[0]
+    assert seen == ["a"] and proj.token_ids == [0]
+    assert_close(proj.probs, [1.0])
+    # a disallowed: past the nucleus the next top_k − allowed candidates go in one call.
+    seen.clear()
+    f = CBFFilter(h({"a": 0.0, "b": 0.2, "c": 0.3}), CBFConfig(alpha=0.3, top_k=3, top_p=0.5))
+    proj = f.filter(["p"], [0.4], ids, probs, decode)[0]
+    assert seen == ["a", "b", "c"] and proj.allowed == [False, False, True]
+    assert_close(proj.probs, [0.0, 0.0, 1.0])
+
+
 def test_nothing_allowed_is_flagged_not_divided_by_zero() -> None:
     f = CBFFilter(lambda p, t: [-1.0] * len(t), CBFConfig(alpha=0.3, top_k=2, max_candidates=3))
     ids = torch.tensor([[0, 1, 2], [0, 1, 2]])

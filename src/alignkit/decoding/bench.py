@@ -64,8 +64,13 @@ def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
     records = _records(world, ("harmful", "benign_alarming"), args.limit)
     model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
     h = load_safety(args.cost_model, batch_size=256)
+    # Unfiltered runs sample from the same top-k at the same temperature as the filter.
     sampling = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, max_new_tokens=64, batch_size=64
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=64,
     )
     rows: dict[str, Any] = {}
     settings: list[tuple[str, float | None]] = [("no filter", None)]
@@ -75,16 +80,15 @@ def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
         cbf = None
         if alpha is not None:
             cbf = CBFFilter(
-                h, CBFConfig(alpha=alpha, top_k=args.top_k, max_candidates=args.max_candidates)
+                h,
+                CBFConfig(
+                    alpha=alpha,
+                    top_k=args.top_k,
+                    top_p=args.top_p,
+                    max_candidates=args.max_candidates,
+                ),
             )
         dec = Decoder(model, tok, sampling=sampling, cbf=cbf, seed=args.seed)
-        if cbf is None:
-            # The same token loop as the filtered runs (top-k 30, temperature 1), unfiltered.
-            from alignkit.decoding.guided import GuideConfig, RewardGuide
-
-            dec.guide = RewardGuide(
-                lambda p, t: [0.0] * len(t), GuideConfig(weight=0.0, top_k=args.top_k)
-            )
         t0 = time.perf_counter()
         res = dec.generate([r["prompt"] for r in records], num_samples=args.samples)
         secs = time.perf_counter() - t0
@@ -279,6 +283,56 @@ def run_cot(args: argparse.Namespace) -> dict[str, Any]:
     return {"setting": vars(args), "rows": rows}
 
 
+def build_aids_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Demonstrations that teach the SFT model to *use* the decoding-time aids.
+
+    The sandbox SFT model never saw passages in a prompt nor a reasoning instruction, and read
+    cold both confuse it (docs/decoding.md). As in retrieval-augmented fine-tuning (RAFT) and
+    in training on both direct and step-by-step answers, this set holds: every SFT
+    ``grounded`` fact and unanswerable demonstrations, and ``others`` demonstrations of the other categories
+    (so passages never change how harmful or urgent requests are answered), twice: plain
+    and with the top-k BM25 passages in the prompt (same answer;
+    the unanswerable ones keep "I don't know", so passages about someone else never license
+    an invented answer); multi-step arithmetic from the world's training split, written out
+    both directly ("The answer is N.") and, after the CoT instruction, step by step. The
+    world's own step-by-step SFT rows are left out so that a plain arithmetic prompt always
+    means "answer directly". It is small on purpose: a top-up of the SFT model that takes
+    minutes on two CPU cores.
+    """
+    from alignkit.data.readers import write_jsonl
+    from alignkit.decoding.cot import cot_prompt
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.world import PromptFactory
+
+    world = Path(args.world)
+    sft = read_jsonl_dicts(world / "sft.jsonl")
+    rag = build_rag(world / "kb.jsonl", RAGConfig(k=args.k))
+    rows: list[dict[str, Any]] = []
+    rng = random.Random(args.seed)
+    grounded = [r for r in sft if r["category"] in ("fact", "unanswerable")]
+    others = [r for r in sft if r["category"] not in ("fact", "unanswerable", "arithmetic")]
+    plain = rng.sample(grounded, min(args.grounded, len(grounded)))
+    plain += rng.sample(others, min(args.others, len(others)))
+    augmented, _ = rag([r["prompt"] for r in plain])
+    for r, p in zip(plain, augmented, strict=True):
+        rows.append(r)
+        rows.append({**r, "prompt": p})
+    exclude = {r["prompt"] for f in ("eval.jsonl",) for r in read_jsonl_dicts(world / f)}
+    factory = PromptFactory(load_world(world), "train")
+    arith = factory.sample("arithmetic", args.arithmetic, rng, exclude=exclude)
+    cfg = CoTConfig()
+    for rec in arith:
+        answer = f"The answer is {rec['gold']}."
+        rows.append({**rec, "completion": answer})
+        steps = ". ".join(rec["steps"])
+        rows.append(
+            {**rec, "prompt": cot_prompt(rec["prompt"], cfg), "completion": f"{steps}. {answer}"}
+        )
+    random.Random(args.seed).shuffle(rows)
+    write_jsonl(args.out_file, rows)
+    return {"rows": len(rows), "rag_rows": len(plain), "arithmetic_records": len(arith)}
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     cols: list[str] = []
@@ -298,6 +352,14 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m alignkit.decoding.bench")
     sub = ap.add_subparsers(dest="experiment", required=True)
+    d = sub.add_parser("data")
+    d.add_argument("--world", default="runs/sandbox/world")
+    d.add_argument("--out-file", default="runs/decoding/aids_sft.jsonl")
+    d.add_argument("--k", type=int, default=3)
+    d.add_argument("--arithmetic", type=int, default=400)
+    d.add_argument("--grounded", type=int, default=400)
+    d.add_argument("--others", type=int, default=60)
+    d.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -311,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             p.add_argument("--top-k", type=int, default=30)
             p.add_argument("--max-candidates", type=int, default=100)
             p.add_argument("--samples", type=int, default=4)
+            p.add_argument("--top-p", type=float, default=0.9)
+            p.add_argument("--max-new-tokens", type=int, default=48)
             p.add_argument("--temperature", type=float, default=1.0)
         if name == "bon":
             p.add_argument("--reward-model", default="runs/sandbox/rm")
@@ -321,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name == "cot":
             p.add_argument("--n", type=int, default=200)
     args = ap.parse_args(argv)
+    if args.experiment == "data":
+        print(json.dumps(build_aids_data(args)))
+        return
     fn = {"cbf": run_cbf, "bon": run_bon, "rag": run_rag, "cot": run_cot}[args.experiment]
     result = fn(args)
     out = Path(args.out)

@@ -56,6 +56,12 @@ class CBFConfig(Section):
         ge=1,
         description="Examine at most this many candidates per step (bounds the cost when most are disallowed).",
     )
+    top_p: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Also stop examining once the candidates examined hold this much of P and one is allowed (1 = the paper's rule).",
+    )
     fallback: Literal["refuse", "stop"] = Field(
         "refuse",
         description="When no candidate is allowed: replace the response by the refusal text, or stop there.",
@@ -137,9 +143,13 @@ class CBFFilter:
 
         ``cand_ids``/``cand_probs`` ``[B, M]``: each row's candidates sorted by P, descending;
         ``texts_of(row, token_ids)`` decodes the row's response extended by each token. Each
-        round evaluates, for every row still short of ``top_k`` allowed candidates, exactly
+        round evaluates, for every row still short of ``top_k`` allowed candidates, at most
         the next ``top_k − allowed`` candidates, all rows in one batched h call: no candidate
-        below the k-th allowed one is ever evaluated.
+        below the k-th allowed one is ever evaluated. With ``top_p`` < 1 a row also stops
+        once the candidates examined cover ``top_p`` of P and one of them is allowed, which
+        makes the filter as cheap as the nucleus is small (typically one or two h calls per
+        token for a confident model) and samples exactly nucleus sampling minus the
+        disallowed tokens.
         """
         cfg = self.config
         rows, width = cand_ids.shape
@@ -149,14 +159,26 @@ class CBFFilter:
         n_allowed = [0] * rows
         h_vals: list[list[float]] = [[] for _ in range(rows)]
         allowed: list[list[bool]] = [[] for _ in range(rows)]
+        mass = [0.0] * rows
+        probs_list = cand_probs[:, :width].tolist()
         while True:
             batch: list[tuple[int, int]] = []  # (row, candidate position)
             for r in range(rows):
                 need = cfg.top_k - n_allowed[r]
-                if need > 0 and pointer[r] < width:
-                    stop = min(width, pointer[r] + need)
-                    batch.extend((r, j) for j in range(pointer[r], stop))
-                    pointer[r] = stop
+                if need <= 0 or pointer[r] >= width:
+                    continue
+                if n_allowed[r] and mass[r] >= cfg.top_p:
+                    continue  # the nucleus is examined and something in it is allowed
+                # Within the nucleus take candidates until it is covered; past it (nothing
+                # allowed yet) take the next `need` at once.
+                past_nucleus = mass[r] >= cfg.top_p
+                while pointer[r] < width and need > 0:
+                    batch.append((r, pointer[r]))
+                    mass[r] += probs_list[r][pointer[r]]
+                    pointer[r] += 1
+                    need -= 1
+                    if not past_nucleus and mass[r] >= cfg.top_p:
+                        break
             if not batch:
                 break
             texts: list[str] = []

@@ -66,6 +66,8 @@ def _config(
         "top_k": top_k,
         "max_candidates": max(max_candidates, top_k),
         "fallback": fallback,
+        # The filter examines the same nucleus the sampler would draw from.
+        "top_p": top_p,
     }
     if refusal:
         cbf["refusal"] = refusal

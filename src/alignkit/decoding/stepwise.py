@@ -296,7 +296,9 @@ def _choose(
         if proj.nothing_allowed:
             chosen.append((None, 0.0, None, removed))
             continue
-        q = _nucleus(dists[i], sampling.top_p)
+        # The filter already cut P to its nucleus (CBFConfig.top_p); truncating Q again would
+        # shrink it twice.
+        q = dists[i] if cbf is not None else _nucleus(dists[i], sampling.top_p)
         j = _pick(q, greedy, gen)
         value = vals[i][j] if vals[i] is not None else None  # type: ignore[index]
         chosen.append((proj.token_ids[j], proj.h_next[j], value, removed))
