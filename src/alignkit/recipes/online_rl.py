@@ -743,7 +743,7 @@ def _update(
             per_token, mask, a.aggregation, normaliser, cfg.rollout.max_new_tokens
         )
         if not first_ratio_dev:
-            dev = (torch.exp(logp - old) - 1.0).abs() * mask
+            dev = (torch.exp(logp.detach() - old) - 1.0).abs() * mask
             first_ratio_dev.append(float(dev.max()))
         share = count(ix) / normaliser
         return loss, {
