@@ -6,6 +6,8 @@ log-probs here, so a parity test against the plain Hugging Face forward covers a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -107,3 +109,61 @@ def completion_logprobs(
         )
         out.extend((logp * mask).sum(-1).tolist())
     return out
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The LM head (``get_output_embeddings()``) through DDP / DeepSpeed / peft wrappers."""
+    m: Any = model
+    for _ in range(3):  # a wrapper of a wrapper at most (DDP around peft)
+        get = getattr(m, "get_output_embeddings", None)
+        if callable(get):
+            head = get()
+            return head if isinstance(head, torch.nn.Module) else None
+        if not hasattr(m, "module"):
+            return None
+        m = m.module
+    return None
+
+
+def target_logprobs(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    labels: torch.Tensor,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward_logprobs`` with the LM head applied only where a target exists.
+
+    Same result as ``gather_logprobs(model(**inputs).logits, labels)`` (``[B, T-1]`` log-probs,
+    zero where masked, and the mask), but the ``[B, T, V]`` logits are never built: a forward
+    pre-hook on the output embeddings keeps only the hidden states of positions whose next
+    label is a target, so the head produces ``[n_targets, V]``. Why: prompt tokens, padding and
+    packing boundaries carry no loss, yet their logits (and the float32 log-softmax and its
+    gradient) cost a third to a half of a small model's step and most of its activation
+    memory. The hook lives inside the wrapped model's forward, so DDP / FSDP hooks still run.
+    Models without ``get_output_embeddings`` fall back to the full forward.
+    """
+    head = output_head(model)
+    if head is None:
+        return gather_logprobs(model(**inputs).logits, labels, temperature)
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    width = labels.shape[1]
+    rows, cols = mask.nonzero(as_tuple=True)
+    flat = rows * width + cols  # position t of row b predicts labels[b, t + 1]
+
+    def keep_targets(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        hidden = args[0]
+        return (hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat), *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_targets)
+    try:
+        logits = model(**inputs).logits.float()
+    finally:
+        handle.remove()
+    logits = logits.reshape(-1, logits.shape[-1])
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
+    logp = picked - torch.logsumexp(logits, dim=-1)
+    out = logp.new_zeros(mask.shape).index_put((rows, cols), logp)
+    return out, mask.to(logp.dtype)

@@ -30,14 +30,14 @@ from torch import nn
 
 from alignkit.data.pairs import Group, GroupBatch, collate_groups
 from alignkit.models.load import disable_dropout, is_peft
-from alignkit.models.logprobs import gather_logprobs
+from alignkit.models.logprobs import target_logprobs
 
 
 def sequence_logps(model: nn.Module, gb: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed completion log-probs, completion lengths), both ``[groups, responses]``, from
     one forward over all rows (chosen and rejected concatenated, group-major)."""
-    logits = model(**gb.batch.model_inputs()).logits
-    logp, mask = gather_logprobs(logits, gb.batch.labels)
+    # The LM head runs at completion positions only (prompt and padding logits are unused).
+    logp, mask = target_logprobs(model, gb.batch.model_inputs(), gb.batch.labels)
     k = gb.batch.input_ids.shape[0] // gb.num_groups
     return logp.sum(-1).view(-1, k), mask.sum(-1).view(-1, k)
 

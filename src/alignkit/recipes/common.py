@@ -18,8 +18,8 @@ from alignkit.config import dump_config
 from alignkit.data.collate import Batch, batch_plan, collate, shard
 from alignkit.data.tokenize import Example
 from alignkit.engine.distributed import Dist
-from alignkit.losses.sft import sft_loss
-from alignkit.models.logprobs import gather_logprobs
+from alignkit.losses.sft import sft_loss_from_logps
+from alignkit.models.logprobs import gather_logprobs, target_logprobs
 
 
 def set_seed(seed: int) -> None:
@@ -98,9 +98,13 @@ def make_collator(
 def lm_step_loss(
     model: nn.Module, batch: Batch, normaliser: float
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Token-normalised NLL of the batch's targets (the normaliser spans the global batch)."""
-    logits = model(**batch.model_inputs()).logits
-    loss = sft_loss(logits, batch.labels, normaliser)
+    """Token-normalised NLL of the batch's targets (the normaliser spans the global batch).
+
+    The maths of :func:`~alignkit.losses.sft.sft_loss` (−Σ log π over targets / N), with the
+    LM head run only at target positions (:func:`target_logprobs`): prompt and padding logits
+    are never built."""
+    logp, mask = target_logprobs(model, batch.model_inputs(), batch.labels)
+    loss = sft_loss_from_logps(logp, mask, normaliser)
     return loss, {"loss": loss.detach()}
 
 
