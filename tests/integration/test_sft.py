@@ -326,3 +326,20 @@ def test_pickle_weights_need_explicit_flag(tiny_llama, tmp_path) -> None:
         load_causal_lm(ModelConfig(path=str(d)))
     m, _ = load_causal_lm(ModelConfig(path=str(d), allow_pickle=True))
     assert m is not None
+
+
+def test_tensorboard_sink_when_asked(tiny_llama, sft_file, tmp_path) -> None:
+    pytest.importorskip(
+        "tensorboard", reason="tensorboard not installed (pip install 'alignkit[tensorboard]')"
+    )
+    out = run_sft(
+        cfg_for(
+            tiny_llama,
+            sft_file,
+            tmp_path / "tb",
+            "train.max_steps=2",
+            "train.report_to=[jsonl,tensorboard]",
+        )
+    )
+    assert any((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(read_metrics(out / "metrics.jsonl")) == 2
