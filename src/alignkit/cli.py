@@ -323,10 +323,15 @@ _mount_groups()
 
 
 def _mount_model_tools() -> None:
-    """``rm-report`` and ``score``: commands on a saved reward/cost model and a data file."""
-    from alignkit.evaluation.rm_cli import register
+    """Commands that live beside their code: ``rm-report``/``score`` (reward models),
+    ``generate``/``serve`` (decoding-time alignment), ``plan`` (memory planner)."""
+    from alignkit.decoding.cli import register as register_decoding
+    from alignkit.evaluation.rm_cli import register as register_rm
+    from alignkit.planner_cli import register as register_planner
 
-    register(app)
+    register_rm(app)
+    register_decoding(app)
+    register_planner(app)
 
 
 _mount_model_tools()
