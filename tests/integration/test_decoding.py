@@ -210,7 +210,9 @@ def test_generate_cli_with_a_cost_model_filter_and_judge(tiny_llama: Path, tmp_p
 
     cm, tok = load_scalar_model(ModelConfig(path=str(tiny_llama)), kind="cost", for_training=False)
     with torch.no_grad():
-        cm.head.weight.mul_(0)  # cost 0 everywhere → h = margin − 0; margin −1 blocks all, log 2 − 1/2 = 0.193147
+        cm.head.weight.mul_(
+            0
+        )  # cost 0 everywhere → h = margin − 0; margin −1 blocks all, log 2 − 1/2 = 0.193147
     save_hf_folder(cm, tok, tmp_path / "cm")
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "hello"}) + "\n")
@@ -248,7 +250,8 @@ def test_generate_cli_with_a_cost_model_filter_and_judge(tiny_llama: Path, tmp_p
     assert r.exit_code == 0, r.output
     row = json.loads(out.read_text())
     assert row["diagnostics"]["cbf"]["fallback"] is None
-    assert row["diagnostics"]["cbf"]["h"][0] == pytest.approx(1.0)
+    # cost 0, margin 1 → the probability margin tanh(1/2)
+    assert row["diagnostics"]["cbf"]["h"][0] == pytest.approx(0.462117, abs=1e-6)
 
 
 def test_generate_cli_rejects_bad_combinations(tiny_llama: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from helpers import assert_close
 
 from alignkit.data.readers import DataError
 from alignkit.decoding.best_of_n import BestOfN, argmax_first, select_best_of_n
-from alignkit.decoding.cbf import CBFConfig, CBFFilter, load_safety
+from alignkit.decoding.cbf import CBFConfig, CBFFilter, cost_model_safety, load_safety
 from alignkit.decoding.cot import CoTConfig, cot_prompt, extract_answer
 from alignkit.decoding.guided import guided_distribution
 from alignkit.decoding.prefix import CachedPrefixScorer
@@ -125,6 +125,19 @@ def test_config_rejects_bad_alpha_and_candidates() -> None:
         CBFConfig(alpha=0.0)
     with pytest.raises(ValueError, match="max_candidates"):
         CBFConfig(top_k=30, max_candidates=10)
+
+
+def test_cost_model_h_forms() -> None:
+    class Costs:
+        def score(self, prompts, responses):
+            return [-2.0, 0.0, 3.0]
+
+    three = (["p"] * 3, ["a", "b", "c"])
+    # P(safe) − P(unsafe) = 2σ(−c) − 1 = tanh(−c/2): tanh(1), 0, tanh(−1.5)
+    assert_close(cost_model_safety(Costs())(*three), [0.7615942, 0.0, -0.9051483])
+    assert_close(cost_model_safety(Costs(), margin=1.0, form="linear")(*three), [3.0, 1.0, -2.0])
+    with pytest.raises(ValueError, match="form"):
+        cost_model_safety(Costs(), form="log")
 
 
 def test_load_safety_rejects_nonsense(tmp_path: Path) -> None:

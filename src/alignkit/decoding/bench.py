@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +64,7 @@ def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
     oracle = GoldOracle.from_dir(world)
     records = _records(world, ("harmful", "benign_alarming"), args.limit)
     model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
-    h = load_safety(args.cost_model, batch_size=256)
+    h = load_safety(args.cost_model, batch_size=256, form=args.h_form)
     # Unfiltered runs sample from the same top-k at the same temperature as the filter.
     sampling = SamplingConfig(
         temperature=args.temperature,
@@ -253,6 +254,21 @@ def cot_records(world: Path, n: int, seed: int) -> list[dict[str, Any]]:
     return evals + fresh
 
 
+_STEP = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def _steps_correct(text: str) -> float | None:
+    """Share of the written ``a op b = c`` steps that are right (None: no step written)."""
+    steps = _STEP.findall(text)
+    if not steps:
+        return None
+    ok = 0
+    for a, op, b, c in steps:
+        x, y = int(a), int(b)
+        ok += (x + y if op == "+" else x - y if op == "-" else x * y) == int(c)
+    return ok / len(steps)
+
+
 def run_cot(args: argparse.Namespace) -> dict[str, Any]:
     world = Path(args.world)
     oracle = GoldOracle.from_dir(world)
@@ -271,11 +287,16 @@ def run_cot(args: argparse.Namespace) -> dict[str, Any]:
         scores = oracle.score_batch(records, texts)
         correct = [bool(s.correct) for s in scores]
         stepped = [("=" in t) for t in texts]
+        steps_ok = [_steps_correct(t) for t in texts]
+        with_steps = [ok for ok in steps_ok if ok is not None]
         extracted = [extract_answer(t) == r["gold"] for t, r in zip(texts, records, strict=True)]
         rows[name] = {
             "accuracy": round(sum(correct) / len(correct), 4),
             "extracted_answer_accuracy": round(sum(extracted) / len(extracted), 4),
             "responses_with_steps": round(sum(stepped) / len(stepped), 4),
+            "written_steps_correct": round(sum(with_steps) / len(with_steps), 4)
+            if with_steps
+            else None,
             "prompts": len(records),
             "example": texts[0],
         }
@@ -333,6 +354,36 @@ def build_aids_data(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": len(rows), "rag_rows": len(plain), "arithmetic_records": len(arith)}
 
 
+def build_reading_data(args: argparse.Namespace) -> dict[str, Any]:
+    """More reading practice for the retrieval-tuned model: fact and unanswerable prompts of
+    the world's *training* split (never an eval prompt) with their retrieved passages and the
+    ideal answer, half of them also plain. A 2M-parameter model needs many examples before it
+    copies the right name and value out of two passages instead of answering from habit."""
+    from alignkit.data.readers import write_jsonl
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.responses import ideal_response
+    from alignkit.sandbox.world import PromptFactory
+
+    world_dir = Path(args.world)
+    world = load_world(world_dir)
+    exclude = {r["prompt"] for r in read_jsonl_dicts(world_dir / "eval.jsonl")}
+    factory = PromptFactory(world, "train")
+    rng = random.Random(args.seed + 1)
+    recs = factory.sample("fact", args.reading, rng, exclude=exclude)
+    recs += factory.sample("unanswerable", args.reading // 2, rng, exclude=exclude)
+    rag = build_rag(world_dir / "kb.jsonl", RAGConfig(k=args.k))
+    augmented, _ = rag([r["prompt"] for r in recs])
+    rows: list[dict[str, Any]] = []
+    for i, (rec, p) in enumerate(zip(recs, augmented, strict=True)):
+        answer = ideal_response(world, rec)
+        rows.append({**rec, "prompt": p, "completion": answer})
+        if i % 2 == 0:
+            rows.append({**rec, "completion": answer})
+    rng.shuffle(rows)
+    write_jsonl(args.out_file, rows)
+    return {"rows": len(rows), "records": len(recs)}
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     cols: list[str] = []
@@ -360,6 +411,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     d.add_argument("--grounded", type=int, default=400)
     d.add_argument("--others", type=int, default=60)
     d.add_argument("--seed", type=int, default=0)
+    rd = sub.add_parser("reading-data")
+    rd.add_argument("--world", default="runs/sandbox/world")
+    rd.add_argument("--out-file", default="runs/decoding/reading_sft.jsonl")
+    rd.add_argument("--k", type=int, default=2)
+    rd.add_argument("--reading", type=int, default=600)
+    rd.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -373,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             p.add_argument("--top-k", type=int, default=30)
             p.add_argument("--max-candidates", type=int, default=100)
             p.add_argument("--samples", type=int, default=4)
+            p.add_argument("--h-form", choices=["probability", "linear"], default="probability")
             p.add_argument("--top-p", type=float, default=0.9)
             p.add_argument("--max-new-tokens", type=int, default=48)
             p.add_argument("--temperature", type=float, default=1.0)
@@ -385,8 +443,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name == "cot":
             p.add_argument("--n", type=int, default=200)
     args = ap.parse_args(argv)
-    if args.experiment == "data":
-        print(json.dumps(build_aids_data(args)))
+    if args.experiment in ("data", "reading-data"):
+        build = build_aids_data if args.experiment == "data" else build_reading_data
+        print(json.dumps(build(args)))
         return
     fn = {"cbf": run_cbf, "bon": run_bon, "rag": run_rag, "cot": run_cot}[args.experiment]
     result = fn(args)

@@ -9,8 +9,8 @@ decrease by at most a fraction α per step, so generation slows down as it nears
 instead of hitting it (ALGORITHMS.md §7). The threshold and projection arithmetic are the pure
 functions of :mod:`alignkit.losses.decoding`; this module only evaluates h and bookkeeps.
 
-h comes from a cost model (h = margin − cost: the Safe RLHF convention, cost > 0 unsafe), a
-classifier (h = p_safe − max of the other labels' probabilities, the paper's form), or any
+h comes from a cost model (the Safe RLHF convention, cost > 0 unsafe; by default the
+probability margin h = tanh((margin − cost)/2), see :func:`cost_model_safety`), a classifier (h = p_safe − max of the other labels' probabilities, the paper's form), or any
 Python function. When no candidate passes, the row ends with the declared fallback (a refusal
 text, or a stop) instead of raising or emitting an unsafe token.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,15 +219,27 @@ class CBFFilter:
 # ---------------------------------------------------------------------------------------------
 
 
-def cost_model_safety(scorer: Any, margin: float = 0.0) -> PrefixFn:
-    """h = margin − cost from anything with ``score(prompts, responses)`` (a cost model).
+def cost_model_safety(scorer: Any, margin: float = 0.0, form: str = "probability") -> PrefixFn:
+    """h from a cost model (anything with ``score(prompts, responses)``), safe set h ≥ 0.
 
-    A Safe RLHF cost model is trained so that cost > 0 means unsafe, which makes h ≥ 0 the
-    safe set with ``margin`` 0; a positive margin tolerates a little predicted cost.
+    A Safe RLHF cost model is trained with the logistic sign term −log σ(−s·C), so σ(−C) is
+    its probability that the response is safe. ``form="probability"`` (default) uses the
+    probability margin h = P(safe) − P(unsafe) = tanh((margin − C)/2), bounded in (−1, 1) as
+    the paper's classifier margin is; ``form="linear"`` uses h = margin − C. The difference
+    matters for α < 1: deep in the safe set the linear h swings by several units between
+    harmless prefixes (a cost model is not calibrated on partial text), and the CBF condition
+    h(x ⊕ t) ≥ (1 − α)·h(x) then blocks tokens that are perfectly safe, including the
+    opening of a refusal; the bounded margin saturates there and constrains decoding only
+    near the boundary, where it should (docs/decoding.md has the measurement).
     """
+    if form not in ("probability", "linear"):
+        raise ValueError(f"form must be 'probability' or 'linear', not {form!r}")
 
     def h(prompts: Sequence[Text], responses: Sequence[str]) -> list[float]:
-        return [margin - float(c) for c in scorer.score(list(prompts), list(responses))]
+        costs = scorer.score(list(prompts), list(responses))
+        if form == "linear":
+            return [margin - float(c) for c in costs]
+        return [math.tanh((margin - float(c)) / 2.0) for c in costs]
 
     return h
 
@@ -324,9 +337,11 @@ def load_safety(
     safe_label: str | None = None,
     device: str | None = None,
     batch_size: int = 64,
+    form: str = "probability",
 ) -> PrefixFn:
-    """h from a config string: a cost-model folder (h = margin − cost), a classifier folder
-    with a safe label, or ``module:function`` (``fn(prompt, response) -> h``)."""
+    """h from a config string: a cost-model folder (h = tanh((margin − cost)/2), or margin −
+    cost with ``form="linear"``), a classifier folder with a safe label, or
+    ``module:function`` (``fn(prompt, response) -> h``)."""
     from alignkit.models.heads import read_meta
 
     p = Path(spec)
@@ -357,4 +372,4 @@ def load_safety(
     if head is None:
         log.info("%s has one output and no alignkit head kind; reading it as a cost model", spec)
     scorer = RewardScorer.from_pretrained(p, device=device, batch_size=batch_size, kind="cost")
-    return cost_model_safety(scorer, margin)
+    return cost_model_safety(scorer, margin, form)

@@ -30,6 +30,7 @@ def _config(
     fallback: str,
     refusal: str | None,
     safety_margin: float,
+    safety_form: str,
     safe_label: str | None,
     guide: str | None,
     guide_weight: float,
@@ -87,6 +88,7 @@ def _config(
                 "judge": judge,
                 "safety_model": safety_model if safety_filter == "cbf" else None,
                 "safety_margin": safety_margin,
+                "safety_form": safety_form,
                 "safe_label": safe_label,
                 "cbf": cbf,
                 "guide": guide,
@@ -125,7 +127,14 @@ MAX_CANDIDATES = typer.Option(
 )
 FALLBACK = typer.Option("refuse", "--fallback", help="CBF when nothing is allowed: refuse | stop.")
 REFUSAL = typer.Option(None, "--refusal", help="Refusal text of the refuse fallback.")
-SAFETY_MARGIN = typer.Option(0.0, "--safety-margin", help="h = margin − cost.")
+SAFETY_MARGIN = typer.Option(
+    0.0, "--safety-margin", help="Cost tolerated as safe (h uses margin − cost)."
+)
+SAFETY_FORM = typer.Option(
+    "probability",
+    "--safety-form",
+    help="Cost-model h: probability (tanh((margin−cost)/2)) | linear.",
+)
 SAFE_LABEL = typer.Option(None, "--safe-label", help="Safe label of a classifier h.")
 GUIDE = typer.Option(None, "--guide", help="Reward model for reward-guided decoding.")
 GUIDE_WEIGHT = typer.Option(1.0, "--guide-weight", help="w in π·exp(w·V).")
@@ -178,6 +187,7 @@ def generate_command(
     fallback: str = FALLBACK,
     refusal: str = REFUSAL,
     safety_margin: float = SAFETY_MARGIN,
+    safety_form: str = SAFETY_FORM,
     safe_label: str = SAFE_LABEL,
     guide: str = GUIDE,
     guide_weight: float = GUIDE_WEIGHT,
@@ -277,6 +287,7 @@ def serve_command(
     fallback: str = FALLBACK,
     refusal: str = REFUSAL,
     safety_margin: float = SAFETY_MARGIN,
+    safety_form: str = SAFETY_FORM,
     safe_label: str = SAFE_LABEL,
     guide: str = GUIDE,
     guide_weight: float = GUIDE_WEIGHT,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -56,7 +56,11 @@ class DecodingConfig(Section):
         None,
         description="CBF safety function h: cost-model folder, classifier folder, or module:function.",
     )
-    safety_margin: float = Field(0.0, description="h = margin − cost for a cost model.")
+    safety_margin: float = Field(0.0, description="Cost tolerated as safe: h from margin − cost.")
+    safety_form: Literal["probability", "linear"] = Field(
+        "probability",
+        description="Cost model h: tanh((margin − cost)/2) (bounded, default) or margin − cost.",
+    )
     safe_label: str | None = Field(None, description="The safe label of a classifier h.")
     cbf: CBFConfig = Field(default_factory=CBFConfig, description="CBF filter settings.")
     guide: str | None = Field(None, description="Reward model used as prefix value V for guidance.")
@@ -310,7 +314,9 @@ def build_decoder(cfg: DecodingConfig) -> Decoder:
     model.to(device)
     cbf = None
     if cfg.safety_model:
-        h = load_safety(cfg.safety_model, cfg.safety_margin, cfg.safe_label, device)
+        h = load_safety(
+            cfg.safety_model, cfg.safety_margin, cfg.safe_label, device, form=cfg.safety_form
+        )
         cbf = CBFFilter(h, cfg.cbf)
     guide = None
     if cfg.guide:
