@@ -245,7 +245,8 @@ def test_user_turn_lets_a_base_model_write_questions(tiny_tokenizer: Path) -> No
 
 
 def test_reads_the_sandbox_world_files(micro_world: Path) -> None:
-    from alignkit.sandbox.corpus import principles_prompt, split_principled_answer
+    from alignkit.sandbox.corpus import principles_prompt
+    from alignkit.sandbox.responses import split_principled_answer
 
     pset = load_principles(micro_world / "principles.yaml")
     pset = pset.with_seeds(read_seed_questions(micro_world / "self_align_seeds.jsonl"))
