@@ -285,7 +285,7 @@ def pipeline_command(
     def go() -> None:
         from alignkit.pipeline import Pipeline, load_pipeline
 
-        pipe = Pipeline(load_pipeline(file, list(ctx.args)))
+        pipe = Pipeline(load_pipeline(file, list(ctx.args)), base_dir=file.resolve().parent)
         if dry_run:
             for st, _settings, h, fresh in pipe.plan():
                 state = "up to date" if fresh else "will run"

@@ -114,6 +114,16 @@ class Pipeline:
         self.hashes: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
+    def config_path(self, st: StageSpec) -> Path:
+        """A stage's config file: relative to the working directory, else to the pipeline
+        file's folder or its parent (so a pipeline runs from anywhere in a checkout)."""
+        assert st.config is not None
+        for base in (Path.cwd(), self.base_dir, self.base_dir.parent):
+            cp = base / st.config
+            if cp.is_file():
+                return cp
+        raise ConfigError(f"stage {st.name!r}: config file {st.config} not found")
+
     def plan(self) -> list[tuple[StageSpec, dict[str, Any], str, bool]]:
         """(stage, resolved settings, lineage hash, up to date?) for every enabled stage."""
         out = []
@@ -124,9 +134,7 @@ class Pipeline:
             settings = _resolve(dict(st.with_), self.outputs, st.name, deps)
             config_text = ""
             if st.config:
-                cp = Path(st.config)
-                if not cp.is_file():
-                    raise ConfigError(f"stage {st.name!r}: config file {cp} not found")
+                cp = self.config_path(st)
                 config_text = cp.read_text()
             h = _hash(
                 {
@@ -174,7 +182,7 @@ class Pipeline:
                 if st.name in _refs(later):
                     rerun_downstream.add(later.name)
             self._invalidate(folder)
-            result = run_stage(st, settings, folder)
+            result = run_stage(st, settings, folder, self.config_path(st) if st.config else None)
             seconds = time.perf_counter() - t0
             self.timings[st.name] = seconds
             folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +226,23 @@ def _refs(st: StageSpec) -> set[str]:
     return set(REF.findall(json.dumps(st.with_)))
 
 
-def run_stage(st: StageSpec, settings: dict[str, Any], folder: Path) -> Any:
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} and {"train.lr": 1} mean the same override: set leaves, never
+    replace a whole config section (a command-line override like
+    ``stages.2.with.train.max_steps=5`` arrives nested)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_stage(
+    st: StageSpec, settings: dict[str, Any], folder: Path, config: Path | None = None
+) -> Any:
     """Run one stage with its resolved settings, writing into ``folder``."""
     if st.run == "sandbox":
         from alignkit.sandbox.build import build_world
@@ -253,5 +277,5 @@ def run_stage(st: StageSpec, settings: dict[str, Any], folder: Path) -> Any:
         f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings.items()
     ]
     overrides.append(f"train.output_dir={folder}")
-    cfg = load_config(spec.config, st.config, overrides)
+    cfg = load_config(spec.config, config, overrides)
     return str(spec.run(cfg))
