@@ -29,9 +29,10 @@ heads of size d, ℓ layers.
   gradient of the LM head output).
 * **KV cache** (generation, RL): 2 · ℓ · n_kv · d · s bytes per token for G sequences of
   L tokens; it and the no-grad scoring passes never coexist with training activations.
-* **optimizer step**: PyTorch's foreach AdamW (the default on CUDA) computes √v̂ for every
-  parameter of the (local shard of the) trained model at once, an fp32 temporary of its size,
-  while the gradients are still live.
+* **optimizer step**: alignkit's fused AdamW (one and DDP processes) and DeepSpeed's fused
+  Adam update in place; under FSDP the sharded parameters take torch's foreach AdamW, which
+  computes √v̂ of the whole local shard at once: an fp32 temporary of its size, while the
+  gradients are still live.
 
 Peak = persistent (weights, optimizer state) + the largest of the phases that never overlap:
 a training micro-batch or the optimizer step (both with the gradients), generation, or the
@@ -227,6 +228,7 @@ class PlanInput:
     lora: bool = False
     lora_r: int = 16
     zero: int = 0  # 0 DDP, 1, 2, 3 (= FSDP full shard)
+    fsdp: bool = False  # stage 3 by FSDP rather than DeepSpeed (its optimizer step differs)
     gpus: int = 1
     batch_size: int = 1  # sequences (pairs for DPO) per device micro-batch
     seq_len: int = 2048  # prompt + response tokens
@@ -343,6 +345,8 @@ def plan_memory(shape: ModelShape, inp: PlanInput, scalar_shape: ModelShape | No
         raise PlanError(f"--dtype {inp.dtype!r}: one of bf16, fp16, fp32")
     if inp.zero not in (0, 1, 2, 3):
         raise PlanError(f"--zero {inp.zero}: one of 0, 1, 2, 3")
+    if inp.fsdp and inp.zero != 3:
+        raise PlanError(f"--fsdp shards like ZeRO-3; it cannot be combined with --zero {inp.zero}")
     s, n, z = DTYPE_BYTES[inp.dtype], max(1, inp.gpus), inp.zero
     rm = scalar_shape or shape
     plan = Plan(inp)
@@ -418,14 +422,15 @@ def plan_memory(shape: ModelShape, inp: PlanInput, scalar_shape: ModelShape | No
     if best[1]:
         label = "logits or recomputed block" if inp.gradient_checkpointing else "logits (loss)"
         plan.items.append(Item(label, best[1], "train", best[3]))
-    plan.items.append(
-        Item(
-            "optimizer step temporaries",
-            optimizer_params * 4,
-            "step",
-            "P_shard·4: foreach AdamW (the CUDA default) holds √v̂ of every parameter at once",
+    if inp.fsdp:
+        plan.items.append(
+            Item(
+                "optimizer step temporaries",
+                optimizer_params * 4,
+                "step",
+                "P_shard·4: foreach AdamW on FSDP's DTensors holds √v̂ of the whole shard",
+            )
         )
-    )
     if inp.recipe in ("grpo", "ppo", "safe-rlhf"):
         g = inp.gen_batch or inp.batch_size
         kv = g * inp.seq_len * shape.layers * 2 * shape.kv_heads * shape.head_dim * s

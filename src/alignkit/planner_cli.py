@@ -90,6 +90,7 @@ def plan_command(
                 lora=lora,
                 lora_r=lora_r,
                 zero=3 if fsdp else zero,
+                fsdp=fsdp,
                 gpus=gpus,
                 batch_size=batch_size,
                 seq_len=seq_len,
@@ -132,7 +133,7 @@ def print_plan(plan: Plan, model: str, params: int) -> None:
     from rich.table import Table
 
     inp, out = plan.inp, Console()
-    layout = f"ZeRO-{inp.zero}" if inp.zero else "DDP (replicated)"
+    layout = "FSDP" if inp.fsdp else f"ZeRO-{inp.zero}" if inp.zero else "DDP (replicated)"
     out.print(
         f"[bold]{inp.recipe}[/] on {model}: {params / 1e9:.3g} B parameters, {inp.dtype}, "
         f"{layout} over {inp.gpus} device(s), micro-batch {inp.batch_size} × {inp.seq_len} tokens"

@@ -74,16 +74,24 @@ def test_round_shape_items_follow_the_formulas() -> None:
     assert items["policy: weights"] == 2 * p
     assert items["policy: gradients"] == 2 * p
     assert items["policy: optimizer state"] == 12 * p  # m, v and an fp32 master
-    assert items["optimizer step temporaries"] == 4 * p
+    assert "optimizer step temporaries" not in items  # fused AdamW updates in place
     a_layer = 5 * 1000 + (3 * 10 + 2 * 5) * 100 + 10 + 2 + 4 * 3000
     assert items["activations"] == 200 * (10 * a_layer + 3 * 1000) * 2
     assert items["logits (loss)"] == 200 * 10_000 * 14
-    train = 2 * p + items["activations"] + items["logits (loss)"]
-    step = 2 * p + 4 * p  # gradients + the foreach √v̂ temporary
-    assert step > train and plan.peak == 14 * p + step  # a short micro-batch: the step wins
-    long = plan_memory(ROUND, PlanInput("sft", batch_size=8, seq_len=4096, dtype="bf16"))
-    items = {i.name: i.bytes for i in long.items}
-    assert long.peak == 14 * p + 2 * p + items["activations"] + items["logits (loss)"]
+    assert plan.peak == 14 * p + 2 * p + items["activations"] + items["logits (loss)"]
+
+
+def test_fsdp_step_holds_a_foreach_temporary_of_the_shard() -> None:
+    p = ROUND.params
+    inp = PlanInput("sft", batch_size=1, seq_len=10, zero=3, fsdp=True, gpus=4)
+    plan = plan_memory(ROUND, inp)
+    items = {i.name: i.bytes for i in plan.items}
+    assert items["optimizer step temporaries"] == p  # P/4 parameters × 4 bytes
+    step = p // 2 + p  # sharded gradients + the temporary: more than a 10-token micro-batch
+    assert plan.phase_total("step") == step > plan.phase_total("train")
+    assert plan.peak == plan.phase_total("persistent") + step
+    with pytest.raises(PlanError, match="--fsdp"):
+        plan_memory(ROUND, PlanInput("sft", zero=2, fsdp=True))
 
 
 def test_zero_stages_shard_optimizer_then_gradients_then_weights() -> None:
