@@ -46,17 +46,28 @@ def _train(lr: float, steps: int, out: Path) -> list[str]:
     ]
 
 
+def vm_hwm_mb() -> float:
+    """Peak resident memory so far (MB). Read at the last optimizer step, so the final model
+    save (alignkit saves, the TRL side does not) is outside the comparison."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run(workload: str, steps: int, out: Path) -> dict[str, Any]:
     from alignkit.config import load_config
     from alignkit.engine import loop
 
     ends: list[float] = []
+    hwm: list[float] = []
     losses: list[float] = []
     original = loop.Trainer.train_step
 
     def timed(self: Any, *a: Any, **k: Any) -> dict[str, float]:
         m = original(self, *a, **k)
         ends.append(time.perf_counter())
+        hwm.append(vm_hwm_mb())
         losses.append(float(m.get("loss", m.get("policy_loss", float("nan")))))
         return m
 
@@ -156,7 +167,9 @@ def run(workload: str, steps: int, out: Path) -> dict[str, Any]:
         "workload": workload,
         "step_s": step_s,
         "losses": losses,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": hwm[-1],
+        "rss_metric": "VmHWM at the last optimizer step",
+        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
     }
 

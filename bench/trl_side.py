@@ -52,12 +52,22 @@ def _common(lr: float, steps: int, out: Path) -> dict[str, Any]:
     )
 
 
+def vm_hwm_mb() -> float:
+    """Peak resident memory so far (MB). Read at the last optimizer step, so the final model
+    save (alignkit saves, the TRL side does not) is outside the comparison."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class StepClock:
     """A TrainerCallback recording each optimizer step's end time and logged loss."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
         self.losses: list[float] = []
+        self.hwm: list[float] = []
         self.t0 = time.perf_counter()
 
     def as_callback(self) -> Any:
@@ -71,6 +81,7 @@ class StepClock:
 
             def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
                 clock.ends.append(time.perf_counter())
+                clock.hwm.append(vm_hwm_mb())
 
             def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
                 if logs and "loss" in logs:
@@ -184,7 +195,9 @@ def run(workload: str, steps: int, out: Path) -> dict[str, Any]:
         "workload": workload,
         "step_s": step_s,
         "losses": clock.losses,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": clock.hwm[-1],
+        "rss_metric": "VmHWM at the last optimizer step",
+        "peak_rss_process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
         **extra,
     }
