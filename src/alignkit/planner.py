@@ -25,8 +25,9 @@ heads of size d, ℓ layers.
   checkpointing only each block's input (h per token) is kept; one block is recomputed at a
   time in backward, after the loss's logits buffers are freed, so the larger of the two counts.
 * **logits**: the loss keeps fp32 log-probs of the whole vocabulary and backward adds their
-  gradient and the logits' gradient: T·V·12 bytes (+2 per element in 16-bit for the bf16
-  gradient of the LM head output).
+  gradient and the logits' gradient: T_t·V·12 bytes (+2 per element in 16-bit for the bf16
+  gradient of the LM head output), T_t the target tokens: SFT and DPO apply the LM head only
+  where a label exists (T minus the prompt), RL to every position (T).
 * **KV cache** (generation, RL): 2 · ℓ · n_kv · d · s bytes per token for G sequences of
   L tokens; it and the no-grad scoring passes never coexist with training activations.
 * **optimizer step**: alignkit's fused AdamW (one and DDP processes) and DeepSpeed's fused
@@ -232,6 +233,7 @@ class PlanInput:
     gpus: int = 1
     batch_size: int = 1  # sequences (pairs for DPO) per device micro-batch
     seq_len: int = 2048  # prompt + response tokens
+    prompt_len: int = 0  # SFT/DPO: tokens without a loss (their logits are never built)
     gen_batch: int | None = None  # sequences generated at once (RL); default batch_size
     dtype: str = "bf16"  # compute precision; 16-bit means mixed precision with fp32 master
     gradient_checkpointing: bool = False
@@ -397,12 +399,17 @@ def plan_memory(shape: ModelShape, inp: PlanInput, scalar_shape: ModelShape | No
     trained = [(nm, k) for nm, k, t in models if t]
     rows = inp.batch_size * (2 if inp.recipe == "dpo" else 1)
     tokens = rows * inp.seq_len
+    # SFT and DPO run the LM head only where a label exists (models/logprobs.target_logprobs);
+    # the RL loss and scoring passes take every position's logits.
+    target_tokens = tokens
+    if inp.recipe in ("sft", "dpo"):
+        target_tokens = rows * max(1, inp.seq_len - inp.prompt_len)
     logit_bytes = 12 + (2 if s < 4 else 0)
     best: tuple[int, int, str, str] = (0, 0, "", "")
     for name, kind in trained:
         arch = shape if kind == "lm" else rm
         per_layer = arch.activation_elems_per_token_layer()
-        logits = tokens * arch.vocab * logit_bytes if kind == "lm" else 0
+        logits = target_tokens * arch.vocab * logit_bytes if kind == "lm" else 0
         size = f"T = {rows}×{inp.seq_len}"
         if inp.gradient_checkpointing:
             # Only block inputs are kept; the loss's logits buffers are freed before the first

@@ -50,6 +50,9 @@ def plan_command(
         1, "--batch-size", help="Sequences (DPO: pairs) per device micro-batch."
     ),
     seq_len: int = typer.Option(2048, "--seq-len", help="Tokens per sequence (prompt + response)."),
+    prompt_len: int = typer.Option(
+        0, "--prompt-len", help="SFT/DPO: prompt tokens (no loss, no logits)."
+    ),
     gen_batch: int = typer.Option(
         None, "--gen-batch", help="RL: sequences generated at once (default --batch-size)."
     ),
@@ -94,6 +97,7 @@ def plan_command(
                 gpus=gpus,
                 batch_size=batch_size,
                 seq_len=seq_len,
+                prompt_len=prompt_len,
                 gen_batch=gen_batch,
                 dtype=dtype,
                 gradient_checkpointing=gradient_checkpointing,

@@ -154,6 +154,17 @@ def test_lora_and_checkpointing_shrink_what_they_should() -> None:
     assert kv == 4 * 512 * 10 * 2 * 5 * 100 * 2
 
 
+def test_prompt_tokens_have_no_logits_in_sft_and_dpo_only() -> None:
+    for recipe, shrinks in (("sft", True), ("dpo", True), ("grpo", False)):
+        whole = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput(recipe, seq_len=1000)).items}
+        short = PlanInput(recipe, seq_len=1000, prompt_len=600)
+        items = {i.name: i.bytes for i in plan_memory(ROUND, short).items}
+        rows = 2 if recipe == "dpo" else 1
+        expected = rows * (400 if shrinks else 1000) * 10_000 * 14
+        assert items["logits (loss)"] == expected, recipe
+        assert items["activations"] == whole["activations"]  # every token still runs the blocks
+
+
 def test_dpo_counts_chosen_and_rejected_rows() -> None:
     sft = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput("sft", batch_size=2)).items}
     dpo = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput("dpo", batch_size=1)).items}
