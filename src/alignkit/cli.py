@@ -46,7 +46,9 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except _user_errors() as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, markup=False)
+        # The message itself may contain brackets (paths, lists): print it without markup.
+        console.print("[bold red]error:[/]", end=" ")
+        console.print(str(e), highlight=False, markup=False)
         raise typer.Exit(2) from None
 
 
