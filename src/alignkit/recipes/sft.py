@@ -12,7 +12,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from alignkit.config import DataConfig, SFTConfig, SFTStage, TrainConfig
+from alignkit.config import ConfigError, DataConfig, SFTConfig, SFTStage, TrainConfig
 from alignkit.data.readers import read_records
 from alignkit.data.tokenize import Example, TokenizeStats, tokenize_demonstrations
 from alignkit.engine.checkpoint import trainable_state
@@ -94,7 +94,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     for k, st in enumerate(stages):
         if not st.data.path:
             key = f"stages.{k}.data.path" if cfg.stages else "data.path"
-            raise ValueError(f"{key} is empty; point it at a demonstrations file")
+            raise ConfigError(f"{key} is empty; point it at a demonstrations file")
 
     # Validate and tokenise all stages before loading weights: bad data fails in seconds.
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
