@@ -28,7 +28,7 @@ from typing import Any
 
 from alignkit.config import ModelConfig
 from alignkit.data.readers import read_jsonl_dicts
-from alignkit.decoding.best_of_n import select_best_of_n
+from alignkit.decoding.best_of_n import BestOfN, argmax_first, select_best_of_n
 from alignkit.decoding.cbf import CBFConfig, CBFFilter, load_safety
 from alignkit.decoding.cot import CoTConfig, extract_answer
 from alignkit.decoding.pipeline import Decoder, PromptResult
@@ -57,6 +57,15 @@ def _flat(records: list[dict[str, Any]], results: list[PromptResult]) -> tuple[l
             recs.append(rec)
             texts.append(s.text)
     return recs, texts
+
+
+def _balanced(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """The first ``limit`` rows taken evenly across categories (all rows without a limit)."""
+    if not limit:
+        return rows
+    cats = sorted({r["category"] for r in rows})
+    per = max(1, limit // len(cats))
+    return [r for c in cats for r in [x for x in rows if x["category"] == c][:per]]
 
 
 def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,10 +145,9 @@ def run_cbf(args: argparse.Namespace) -> dict[str, Any]:
 def run_bon(args: argparse.Namespace) -> dict[str, Any]:
     world = Path(args.world)
     oracle = GoldOracle.from_dir(world)
-    records = read_jsonl_dicts(world / "eval.jsonl")
-    records = records[: args.limit] if args.limit else records
+    records = _balanced(read_jsonl_dicts(world / "eval.jsonl"), args.limit)
     model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
-    sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=64, batch_size=128)
+    sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=48, batch_size=128)
     n_max = max(args.ns)
     dec = Decoder(model, tok, sampling=sampling, seed=args.seed)
     t0 = time.perf_counter()
@@ -152,17 +160,19 @@ def run_bon(args: argparse.Namespace) -> dict[str, Any]:
     flat_recs = [rec for rec, ds in zip(records, draws, strict=True) for _ in ds]
     gold_flat = oracle.rewards(flat_recs, [d for ds in draws for d in ds])
     gold = [gold_flat[i * (n_max + 1) : (i + 1) * (n_max + 1)] for i in range(len(records))]
+    # Score every draw once; best-of-N for each N is the argmax over the first N scores.
+    scored = select_best_of_n(judge, prompts, draws)
+    rm = [p.scores for p in scored]
     rows: dict[str, Any] = {}
     for n in args.ns:
-        picks = select_best_of_n(judge, prompts, [ds[:n] for ds in draws])
-        # the baseline is the extra draw n_max, never one of the candidates
-        base_rm = judge.score(prompts, [ds[n_max] for ds in draws], [{}] * len(prompts))
+        picks = [BestOfN(argmax_first(s[:n]), s[:n]) for s in rm]
         win = rm_win = 0.0
         chosen_gold = []
         for i, p in enumerate(picks):
+            # the baseline is the extra draw n_max, never one of the candidates
             g, b = gold[i][p.chosen], gold[i][n_max]
             win += 1.0 if g > b else 0.5 if g == b else 0.0
-            s, sb = p.scores[p.chosen], base_rm[i]
+            s, sb = p.scores[p.chosen], rm[i][n_max]
             rm_win += 1.0 if s > sb else 0.5 if s == sb else 0.0
             chosen_gold.append(g)
         k = len(picks)
