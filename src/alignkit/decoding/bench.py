@@ -36,7 +36,7 @@ from alignkit.decoding.rag import RAGConfig, build_rag
 from alignkit.losses.decoding import best_of_n_kl_bound
 from alignkit.models.load import load_causal_lm
 from alignkit.rollout.generate import SamplingConfig
-from alignkit.rollout.judges import RewardModelJudge
+from alignkit.rollout.judges import load_judge
 from alignkit.sandbox.evaluate import evaluate_responses
 from alignkit.sandbox.oracle import GoldOracle
 
@@ -156,12 +156,14 @@ def run_bon(args: argparse.Namespace) -> dict[str, Any]:
     gen_secs = time.perf_counter() - t0
     draws = _texts(res)
     prompts = [r["prompt"] for r in records]
-    judge = RewardModelJudge(args.reward_model)
+    # A reward-model folder, or a sandbox world folder for the gold oracle (the upper bound:
+    # best-of-N with a perfect judge).
+    judge = load_judge(args.reward_model)
     flat_recs = [rec for rec, ds in zip(records, draws, strict=True) for _ in ds]
     gold_flat = oracle.rewards(flat_recs, [d for ds in draws for d in ds])
     gold = [gold_flat[i * (n_max + 1) : (i + 1) * (n_max + 1)] for i in range(len(records))]
     # Score every draw once; best-of-N for each N is the argmax over the first N scores.
-    scored = select_best_of_n(judge, prompts, draws)
+    scored = select_best_of_n(judge, prompts, draws, records)
     rm = [p.scores for p in scored]
     rows: dict[str, Any] = {}
     for n in args.ns:
