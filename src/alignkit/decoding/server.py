@@ -16,6 +16,7 @@ filters come back under the extra ``alignkit`` key of each choice.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -166,10 +167,12 @@ def create_app(
             raise APIError(
                 400, "this server uses best-of-N, which needs temperature > 0", "temperature"
             )
+        # Without a seed each request samples afresh (OpenAI semantics); with one it is
+        # reproducible.
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
         with lock:
-            result = decoder.generate(
-                [messages], num_samples=req.n, sampling=sampling, seed=req.seed
-            )[0]
+            results = decoder.generate([messages], num_samples=req.n, sampling=sampling, seed=seed)
+        result = results[0]
         created = int(time.time())
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         choices = [_choice(i, s, stop) for i, s in enumerate(result.samples)]
