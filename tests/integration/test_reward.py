@@ -405,6 +405,69 @@ def test_ranking_losses_learn_the_order(
     assert report["accuracy"] >= 0.8 and report["gold"]["accuracy_vs_gold"] >= 0.8
 
 
+def length_biased_rows(n: int, seed: int) -> list[dict]:
+    """Quality (a sum vs a dodge) is independent of length by construction; between two
+    answers of the same quality the labels prefer the longer one 80 % of the time (a pure
+    length bias, as annotators have)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        good = [f"the answer is {a + b}", f"sure here you are the answer is {a + b} yes"]
+        bad = ["i do not know", "sorry i do not know the answer to that question"]
+        if rng.random() < 0.5:
+            short, long = rng.choice([good, bad])
+            pair = (long, short) if rng.random() < 0.8 else (short, long)
+        else:
+            pair = (rng.choice(good), rng.choice(bad))
+        rows.append({"prompt": f"what is {a} plus {b}", "chosen": pair[0], "rejected": pair[1]})
+    return rows
+
+
+def test_length_control_keeps_the_labels_length_bias_out_of_the_reward(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    data = write_jsonl(tmp_path / "biased.jsonl", length_biased_rows(256, 5))
+    prompts = ["what is 4 plus 3"] * 4
+    responses = [
+        "the answer is 7",
+        "sure here you are the answer is 7 yes",
+        "i do not know",
+        "sorry i do not know the answer to that question",
+    ]
+    gaps = {}
+    for control in (False, True):
+        out = run_reward(
+            load_config(
+                RewardConfig,
+                None,
+                overrides(
+                    tiny_llama,
+                    data,
+                    tmp_path / f"lc{control}",
+                    f"loss.length_control={control}",
+                    "loss.length_step=0.05",
+                    "data.eval_fraction=0",
+                    "report.enabled=false",
+                    "train.max_steps=40",
+                ),
+            )
+        )
+        s = RewardScorer.from_pretrained(out).score(prompts, responses)
+        assert min(s[0], s[1]) > max(s[2], s[3]), f"quality must dominate: {s}"
+        gaps[control] = (s[1] - s[0]) + (s[3] - s[2])  # long minus short, same quality
+        summary = json.loads((out / "summary.json").read_text())
+        assert ("label_length_coef" in summary) == control
+        saved = load_file(str(out / "model.safetensors"))
+        assert not any("length" in k for k in saved), "the length term is not part of the model"
+    assert gaps[False] > 0.8, f"without control the reward learns the labels' length bias: {gaps}"
+    assert abs(gaps[True]) < 0.5 * gaps[False], gaps
+    coef = json.loads((tmp_path / "lcTrue" / "summary.json").read_text())["label_length_coef"]
+    assert coef > 0.25, "the length term took the bias instead"
+
+
 def test_cost_model_learns_signs(tiny_llama: Path, data: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_config(
         CostConfig,

@@ -137,3 +137,26 @@ def test_orient_safety_pair() -> None:
         orient_safety_pair(Comparison(prompt="p", chosen="a", rejected="b"), where="f.jsonl:7")
     with pytest.raises(DataError, match="missing_safer=error"):
         orient_safety_pair(no_field, "error")
+
+
+def test_scores_are_laid_out_best_first_per_group() -> None:
+    from alignkit.data.pairs import Group, collate_groups
+    from alignkit.recipes.reward import expand_to_pairs, ranked_scores
+
+    groups = [
+        Group(prompt_ids=[5], responses=[[6, 2], [7, 2], [8, 2]], order=[2, 0, 1]),
+        Group(prompt_ids=[5], responses=[[9, 2], [10, 2]], order=[1, 0]),
+    ]
+    gb = collate_groups(groups, pad_id=0)
+    scores = torch.tensor([0.0, 1.0, 2.0, 10.0, 11.0])  # row i's score is i (+10 in group 2)
+    ranked, mask = ranked_scores(scores, gb)
+    assert ranked.tolist() == [[2.0, 0.0, 1.0], [11.0, 10.0, 0.0]]
+    assert mask.tolist() == [[True, True, True], [True, True, False]]
+    pairs = expand_to_pairs(groups)
+    assert [p.responses for p in pairs] == [
+        [[8, 2], [6, 2]],
+        [[8, 2], [7, 2]],
+        [[6, 2], [7, 2]],
+        [[10, 2], [9, 2]],
+    ]
+    assert all(p.order == [0, 1] for p in pairs)

@@ -62,6 +62,23 @@ class RewardLossConfig(Section):
         ge=0.0,
         description="Centering η·(r_w + r_l)² (Eisenstein et al. use 0.01); BT only. Keeps scores near 0.",
     )
+    length_control: bool = Field(
+        False,
+        description=(
+            "Fit the labels' preference for longer answers with a learned b·log(1+tokens) term "
+            "added to each score during training only, so the saved reward is not length-biased."
+        ),
+    )
+    length_decorrelation: float = Field(
+        1.0,
+        ge=0.0,
+        description="With length_control: weight of |corr(reward, log length)| per batch (ODIN), which keeps the length preference out of the reward.",
+    )
+    length_step: float = Field(
+        0.01,
+        gt=0.0,
+        description="With length_control: how far b may move per optimizer step at peak LR (its own learning rate).",
+    )
 
 
 class CostLossConfig(Section):
@@ -91,9 +108,23 @@ class ReportConfig(Section):
     batch_size: int = Field(32, ge=1, description="Scoring batch size.")
 
 
-def _reward_train() -> TrainConfig:
-    # safe-rlhf: lr 2e-5, 2 epochs; a constant-ish cosine with warm-up is the usual choice.
-    return TrainConfig(lr=2e-5, epochs=2.0, warmup_ratio=0.03, output_dir="runs/reward")
+class RewardTrainConfig(TrainConfig):
+    """Optimisation with safe-rlhf's reward-model defaults (lr 2e-5, 2 epochs, 3 % warm-up).
+
+    A subclass rather than a default factory, so the defaults survive when a YAML or the
+    command line sets only some ``train.*`` keys.
+    """
+
+    output_dir: str = Field(
+        "runs/reward", description="Where checkpoints, metrics and the model go."
+    )
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate (AdamW).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the data (fractions allowed).")
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="Linear warm-up share of all steps.")
+
+
+class CostTrainConfig(RewardTrainConfig):
+    output_dir: str = Field("runs/cost", description="Where checkpoints, metrics and the model go.")
 
 
 class RewardConfig(Section):
@@ -106,7 +137,7 @@ class RewardConfig(Section):
         default_factory=PreferenceDataConfig, description="Preferences."
     )
     loss: RewardLossConfig = Field(default_factory=RewardLossConfig, description="Reward loss.")
-    train: TrainConfig = Field(default_factory=_reward_train, description="Optimisation.")
+    train: RewardTrainConfig = Field(default_factory=RewardTrainConfig, description="Optimisation.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Fitness report.")
 
     @model_validator(mode="after")
@@ -128,16 +159,11 @@ class CostConfig(Section):
         default_factory=ModelConfig, description="Causal LM (or saved model) to start from."
     )
     data: PreferenceDataConfig = Field(
-        default_factory=lambda: PreferenceDataConfig(format="pairwise"),
+        default_factory=PreferenceDataConfig,
         description="Pairs with chosen_safe/rejected_safe (and safer), or PKU-SafeRLHF rows.",
     )
     loss: CostLossConfig = Field(default_factory=CostLossConfig, description="Cost loss.")
-    train: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(
-            lr=2e-5, epochs=2.0, warmup_ratio=0.03, output_dir="runs/cost"
-        ),
-        description="Optimisation.",
-    )
+    train: CostTrainConfig = Field(default_factory=CostTrainConfig, description="Optimisation.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Fitness report.")
 
     @model_validator(mode="after")

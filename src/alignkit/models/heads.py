@@ -81,6 +81,34 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
+class LengthTerm(nn.Module):
+    """A learned preference b·log(1 + n) for longer responses (n = response tokens).
+
+    Trained beside a reward model (``loss.length_control``): annotators, human or simulated,
+    tend to prefer longer answers for their length alone. With this term in the training
+    utilities ``r + b·log(1+n)``, that preference is explained by ``b`` instead of being
+    learned by the reward, in the spirit of length-controlled win rates (AlpacaEval 2) and
+    disentangled rewards (ODIN). It is not part of the saved model: scores are ``r`` alone.
+
+    ``b = rate · θ``: Adam moves any parameter by about the learning rate per step, far too
+    slowly for one scalar at reward-model learning rates (2e-5 × 1,000 steps = 0.02), while
+    the network could learn length in its place. ``rate = step / lr`` lets ``b`` move about
+    ``step`` per optimizer step whatever the learning rate.
+    """
+
+    def __init__(self, rate: float = 1.0) -> None:
+        super().__init__()
+        self.rate = rate
+        self.theta = nn.Parameter(torch.zeros(()))
+
+    @property
+    def coef(self) -> torch.Tensor:
+        return self.theta * self.rate
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.coef * torch.log1p(lengths.to(self.theta.dtype))
+
+
 class ScalarHeadModel(nn.Module):
     """A causal-LM transformer with a linear hidden → 1 head: reward, cost or value model.
 
@@ -94,6 +122,7 @@ class ScalarHeadModel(nn.Module):
         head: nn.Linear | None = None,
         kind: HeadKind = "reward",
         meta: dict[str, Any] | None = None,
+        length_term: LengthTerm | None = None,
     ) -> None:
         super().__init__()
         if kind not in HEAD_KINDS:
@@ -105,6 +134,7 @@ class ScalarHeadModel(nn.Module):
         if head.in_features != hidden or head.out_features != 1:
             raise ModelError(f"head shape {tuple(head.weight.shape)} does not fit hidden {hidden}")
         self.head = head
+        self.length_term = length_term  # training-only; never saved with the weights
         self.kind: HeadKind = kind
         self.meta: dict[str, Any] = dict(meta or {})
 
@@ -257,6 +287,7 @@ def load_scalar_model(
     cfg: ModelConfig,
     kind: HeadKind = "reward",
     for_training: bool = True,
+    length_term: float | None = None,
 ) -> tuple[nn.Module, Any]:
     """Load (model, tokenizer) from a causal-LM folder or a saved scalar-head folder.
 
@@ -264,7 +295,8 @@ def load_scalar_model(
     ``XForSequenceClassification`` with one label) keeps its head. ``kind`` names what the
     model is for; a value critic may start from a reward model (PPO initialises the critic
     from it). With ``for_training`` the config's freezing, gradient checkpointing and LoRA
-    (head kept fully trainable) are applied.
+    (head kept fully trainable) are applied; ``length_term`` (its rate) adds a trainable
+    :class:`LengthTerm` for length-controlled training.
     """
     from transformers import AutoModel
 
@@ -311,7 +343,13 @@ def load_scalar_model(
     meta = read_meta(folder)
     meta.pop("head", None)
     meta["pad_token_id"] = tok.pad_token_id
-    model = ScalarHeadModel(backbone, head, kind=kind, meta=meta)
+    model = ScalarHeadModel(
+        backbone,
+        head,
+        kind=kind,
+        meta=meta,
+        length_term=None if length_term is None else LengthTerm(length_term),
+    )
     # Reward models are trained and read deterministically (TRL and safe-rlhf turn dropout
     # off): dropout noise on a single scalar output only adds label noise.
     disable_dropout(model)
@@ -364,7 +402,7 @@ def peft_lora_config(model: ScalarHeadModel, cfg: LoraConfig) -> Any:
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=lora_targets(model, cfg.target_modules),
-        modules_to_save=["head"],
+        modules_to_save=["head"] + (["length_term"] if model.length_term is not None else []),
         fan_in_fan_out=transposed,
     )
 

@@ -14,6 +14,7 @@ change the update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,7 @@ from alignkit.evaluation.rm_report import (
     score_records,
     write_report,
 )
+from alignkit.losses.length import pearson_correlation
 from alignkit.losses.reward import (
     bradley_terry_loss,
     kwise_ranking_loss,
@@ -159,22 +161,42 @@ def cost_step_loss(reg_coef: float) -> StepLoss:
     return step
 
 
-def as_loss_fn(step: StepLoss) -> LossFn:
+def as_loss_fn(step: StepLoss, decorrelation: float = 0.0) -> LossFn:
     """Adapt a per-group loss to the Trainer contract: summed, divided by the global number
-    of groups in the optimizer step; metrics as shares of the step."""
+    of groups in the optimizer step; metrics as shares of the step.
+
+    With the model's length term (``loss.length_control``) the labels are fitted by
+    ``r + b·log(1+n)``, and ``decorrelation · |corr(r, log(1+n))|`` over the micro-batch's
+    responses (ODIN) keeps the length preference in ``b``: without it nothing stops ``r``
+    from learning length as well, since ``r`` can represent any function of the text.
+    """
 
     def loss_fn(
         model: nn.Module, gb: GroupBatch, normaliser: float
     ) -> tuple[Tensor, dict[str, Any]]:
         assert gb.batch.attention_mask is not None
         scores = scalar_scores(model, gb.batch.input_ids, gb.batch.attention_mask)
+        length_term = unwrap_scalar(model).length_term
+        extra = scores.new_zeros(())
+        out: dict[str, Any] = {}
+        if length_term is not None:
+            log_len = torch.log1p(response_lengths(gb).to(scores.device))
+            corr = pearson_correlation(scores, log_len)
+            extra = decorrelation * corr.abs() * gb.num_groups / normaliser
+            out["length_corr"] = corr.detach() * gb.num_groups / normaliser
+            scores = scores + length_term(torch.expm1(log_len))
         per_group, metrics = step(scores, gb)
-        loss = per_group.sum() / normaliser
-        out: dict[str, Any] = {"loss": loss.detach()}
+        loss = per_group.sum() / normaliser + extra
+        out["loss"] = loss.detach()
         out.update({k: v.sum() / normaliser for k, v in metrics.items()})
         return loss, out
 
     return loss_fn
+
+
+def response_lengths(gb: GroupBatch) -> Tensor:
+    """Response tokens (with EOS) of every row, group-major like the batch."""
+    return torch.tensor([len(r) for g in gb.groups for r in g.responses], dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +285,15 @@ def train_scalar_model(
         f"({len(read.skipped)} skipped), {len(groups)} training groups; tokens {train_stats}"
     )
 
-    model, tok = load_scalar_model(cfg.model, kind=kind)
+    length_rate = None
+    if isinstance(cfg, RewardConfig) and cfg.loss.length_control:
+        length_rate = cfg.loss.length_step / cfg.train.lr  # b moves ~length_step per step
+    model, tok = load_scalar_model(cfg.model, kind=kind, length_term=length_rate)
     trainable, total = count_parameters(model)
     dist.print(f"{tag} trainable parameters: {trainable:,} / {total:,}")
     pad_id = tok.pad_token_id
-    loss_fn = as_loss_fn(step)
+    decorrelation = cfg.loss.length_decorrelation if isinstance(cfg, RewardConfig) else 0.0
+    loss_fn = as_loss_fn(step, decorrelation)
 
     def make_batch(idx: list[int]) -> GroupBatch:
         return collate_groups([groups[i] for i in idx], pad_id).to(dist.device)
@@ -296,6 +322,12 @@ def train_scalar_model(
         max_length=cfg.data.max_length,
         max_prompt_length=cfg.data.max_prompt_length,
     )
+    if scalar.length_term is not None:
+        # b of the labels' b·log(1+n) length preference (log1p(e − 1) = 1 reads b off).
+        with torch.no_grad():
+            coef = float(scalar.length_term(torch.tensor([math.e - 1.0])).reshape(-1)[0])
+        scalar.meta["label_length_coef"] = round(coef, 6)
+        dist.print(f"{tag} labels' length preference b = {coef:.4f} per log(1 + tokens)")
     summary: dict[str, Any] = {
         "recipe": kind,
         "data": {
@@ -309,6 +341,8 @@ def train_scalar_model(
         "trainable_params": trainable,
         "final": last,
     }
+    if "label_length_coef" in scalar.meta:
+        summary["label_length_coef"] = scalar.meta["label_length_coef"]
     if dist.is_main:
         if cfg.model.lora.enabled and not cfg.model.lora.merge_on_save:
             dist.print(
