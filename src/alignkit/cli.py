@@ -56,13 +56,16 @@ def print_config_help(
     command: str, model: type[BaseModel], summary: str, flags: dict[str, str] | None = None
 ) -> None:
     out = Console()
+    from rich.markup import escape
+
     short = "".join(f" [--{f} X]" for f in flags or {})
-    out.print(
-        f"[bold]Usage:[/] alignkit {command}{short} [--config RUN.yaml] [key.sub=value ...]\n"
-    )
+    usage = escape(f"alignkit {command}{short} [--config RUN.yaml] [key.sub=value ...]")
+    out.print(f"[bold]Usage:[/] {usage}\n")
     out.print(summary + "\n")
     for f, key in (flags or {}).items():
-        out.print(f"  --{f} X   is short for {key}=X", markup=False)
+        out.print(f"  --{f} X".ljust(18) + f"short for {key}=X", markup=False)
+    if flags:
+        out.print()
     out.print(
         "Every field below can be set in the YAML file or overridden on the command line, "
         "e.g. [cyan]train.lr=1e-4 model.lora.enabled=true[/].\n"
