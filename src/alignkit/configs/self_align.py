@@ -72,6 +72,11 @@ class RedTeam(Section):
     )
     min_words: int = Field(3, ge=1, description="Shortest question kept (words).")
     max_words: int = Field(60, ge=1, description="Longest question kept (words).")
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Prompt files (e.g. an evaluation set) whose questions are never kept "
+        "(decontamination; normalised exact match).",
+    )
     max_questions: int | None = Field(
         None, ge=1, description="Keep at most this many questions (types interleaved)."
     )

@@ -186,6 +186,7 @@ def write_questions(
                 for s in t.seeds
             ]
     drops: Counter[str] = Counter()
+    excluded = {normalize_text(q) for f in rt.exclude for q, _ in read_seed_questions(f)}
     for (row, _), (g,) in zip(jobs, gens, strict=True):
         if turn is not None:
             rest = turn.finish(g)
@@ -199,6 +200,8 @@ def write_questions(
             drops["length"] += 1
         elif leaked_principles(q, pset, cfg.filters.leak_ngram):
             drops["leak"] += 1
+        elif normalize_text(q) in excluded:
+            drops["excluded"] += 1
         else:
             candidates.append({"prompt": q, **row, "source": "generated"})
     dedup = deduplicate([c["prompt"] for c in candidates], rt.near_duplicate_threshold)
@@ -457,7 +460,14 @@ def make_data(run: _Run) -> Rows | None:
     questions = stages.rows(
         "questions",
         f_questions,
-        content_key(run.origin, types, rt, file_sha(f_topics), cfg.filters.leak_ngram),
+        content_key(
+            run.origin,
+            types,
+            rt,
+            file_sha(f_topics),
+            [file_sha(Path(f)) for f in cfg.red_team.exclude],
+            cfg.filters.leak_ngram,
+        ),
         lambda: write_questions(*run.base(), pset, topics, cfg, stats),
     )
     if not questions:
