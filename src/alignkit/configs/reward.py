@@ -72,7 +72,7 @@ class RewardLossConfig(Section):
     length_decorrelation: float = Field(
         1.0,
         ge=0.0,
-        description="With length_control: weight of |corr(reward, log length)| per batch (ODIN), which keeps the length preference out of the reward.",
+        description="With length_control: weight of the squared slope of reward on log length per batch (after ODIN), which keeps the length preference out of the reward.",
     )
     length_step: float = Field(
         0.01,

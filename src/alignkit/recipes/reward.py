@@ -55,7 +55,7 @@ from alignkit.evaluation.rm_report import (
     score_records,
     write_report,
 )
-from alignkit.losses.length import pearson_correlation
+from alignkit.losses.length import length_slope, pearson_correlation
 from alignkit.losses.reward import (
     bradley_terry_loss,
     kwise_ranking_loss,
@@ -166,9 +166,9 @@ def as_loss_fn(step: StepLoss, decorrelation: float = 0.0) -> LossFn:
     of groups in the optimizer step; metrics as shares of the step.
 
     With the model's length term (``loss.length_control``) the labels are fitted by
-    ``r + b·log(1+n)``, and ``decorrelation · |corr(r, log(1+n))|`` over the micro-batch's
-    responses (ODIN) keeps the length preference in ``b``: without it nothing stops ``r``
-    from learning length as well, since ``r`` can represent any function of the text.
+    ``r + b·log(1+n)``, and ``decorrelation · slope(r on log(1+n))²`` over the micro-batch's
+    responses (after ODIN) keeps the length preference in ``b``: without it nothing stops
+    ``r`` from learning length as well, since ``r`` can represent any function of the text.
     """
 
     def loss_fn(
@@ -181,9 +181,11 @@ def as_loss_fn(step: StepLoss, decorrelation: float = 0.0) -> LossFn:
         out: dict[str, Any] = {}
         if length_term is not None:
             log_len = torch.log1p(response_lengths(gb).to(scores.device))
-            corr = pearson_correlation(scores, log_len)
-            extra = decorrelation * corr.abs() * gb.num_groups / normaliser
-            out["length_corr"] = corr.detach() * gb.num_groups / normaliser
+            slope = length_slope(scores, log_len)
+            extra = decorrelation * slope.square() * gb.num_groups / normaliser
+            share = gb.num_groups / normaliser
+            out["length_slope"] = slope.detach() * share
+            out["length_corr"] = pearson_correlation(scores.detach(), log_len) * share
             scores = scores + length_term(torch.expm1(log_len))
         per_group, metrics = step(scores, gb)
         loss = per_group.sum() / normaliser + extra
