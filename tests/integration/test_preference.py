@@ -88,6 +88,7 @@ LOSSES = [
     ("cpo", []),
     ("fdpo", ["f_divergence=js"]),
     ("fdpo", ["f_divergence=alpha", "f_alpha=0.5"]),
+    ("dpo", ["rpo_alpha=1.0"]),
 ]
 
 
@@ -102,6 +103,7 @@ def test_every_loss_learns_the_toy_preferences(tiny_llama, data, tmp_path, loss,
     assert last["rewards/accuracy"] == 1.0
     for key in ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected"):
         assert key in last and math.isfinite(float(last[key])), key
+    assert ("nll" in last) is (loss in ("orpo", "cpo") or "rpo_alpha=1.0" in extra)
     reference_free = loss in ("orpo", "simpo", "cpo")
     assert ("kl" in last) is not reference_free
     assert (out / "reference_logps.safetensors").exists() is not reference_free
@@ -154,6 +156,15 @@ def test_precomputed_and_live_reference_model_agree(tiny_llama, tiny_tokenizer, 
     assert_close(first["precompute"]["kl"], first["live"]["kl"])
 
 
+def test_precomputed_reference_is_reused_on_rerun(tiny_llama, data, tmp_path) -> None:
+    cfg = cfg_for(tiny_llama, data["pairwise"], tmp_path / "o", "train.max_steps=2")
+    first = json.loads((run_dpo(cfg) / "summary.json").read_text())
+    again = json.loads((run_dpo(cfg) / "summary.json").read_text())
+    assert first["reference_seconds"] > 0 and again["reference_seconds"] == 0
+    other = cfg_for(tiny_llama, data["ranking"], tmp_path / "o", "train.max_steps=2")
+    assert json.loads((run_dpo(other) / "summary.json").read_text())["reference_seconds"] > 0
+
+
 def test_chosen_and_rejected_share_one_forward(tiny_llama, data, tmp_path, monkeypatch) -> None:
     calls: list[int] = []
     load = recipe.load_causal_lm
@@ -183,6 +194,7 @@ def test_chosen_and_rejected_share_one_forward(tiny_llama, data, tmp_path, monke
         ("pairwise", ["reference=adapter"], "model.lora.enabled=true"),
         ("pairwise", ["reference=none"], "reference=precompute"),
         ("pairwise", ["label_smoothing=0.1"], "loss=cdpo or loss=robust"),
+        ("pairwise", ["loss=orpo", "rpo_alpha=1"], "tune orpo_lambda / cpo_alpha instead"),
         ("prompts", ["iterations=2"], "needs a judge"),
         ("pairwise", [f"judge={Path('/nonexistent')}"], "set iterations=N"),
     ],

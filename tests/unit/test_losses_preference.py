@@ -320,6 +320,40 @@ def test_dispatch_orpo_and_cpo() -> None:
     assert_close(metrics["nll"], 0.5)
 
 
+def test_rpo_adds_alpha_times_token_averaged_chosen_nll() -> None:
+    # §5 example scaled to 4 tokens: DPO on the sums sees h = 8; NLL(y_w) = 40/4 = 10 per token.
+    cfg = PreferenceConfig(beta=0.1, rpo_alpha=0.5)
+    loss, metrics = preference_loss("dpo", paired_example(lengths=4.0), cfg)
+    assert_close(loss, [softplus(-0.8) + 0.5 * 10.0])
+    assert_close(metrics["nll"], 10.0)
+    # The DPO metrics are those of the DPO part alone.
+    assert_close(metrics["rewards/margin"], 0.8)
+
+
+def test_rpo_gradient_raises_chosen_logp_more_than_dpo_alone() -> None:
+    def chosen_grad(rpo_alpha: float) -> float:
+        pc = torch.tensor([-40.0], dtype=torch.float64, requires_grad=True)
+        logps = PairedLogps(
+            pc, t(-48.0), chosen_lengths=t(4.0), rejected_lengths=t(4.0),
+            ref_chosen=t(-44.0), ref_rejected=t(-44.0),
+        )  # fmt: skip
+        preference_loss("dpo", logps, PreferenceConfig(beta=0.1, rpo_alpha=rpo_alpha))[0].backward()
+        assert pc.grad is not None
+        return float(pc.grad)
+
+    # Descent moves log π(y_w) by −grad: the NLL term adds exactly α/|y_w| to the push up.
+    assert_close(chosen_grad(0.0) - chosen_grad(2.0), 2.0 / 4.0)
+
+
+def test_rpo_with_orpo_or_cpo_is_refused() -> None:
+    logps = PairedLogps(t(-1.0), t(-3.0), chosen_lengths=t(2.0), rejected_lengths=t(3.0))
+    for name in ("orpo", "cpo"):
+        with pytest.raises(ValueError, match="has one already"):
+            preference_loss(name, logps, PreferenceConfig(rpo_alpha=1.0))
+    with pytest.raises(ValueError, match="rpo_alpha must be >= 0"):
+        PreferenceConfig(rpo_alpha=-1.0)
+
+
 def test_dispatch_fdpo_uses_config_divergence() -> None:
     cfg = PreferenceConfig(beta=0.1, f_divergence="js")
     assert_close(preference_loss("fdpo", paired_example(), cfg)[0], [softplus(-0.1)])

@@ -127,6 +127,15 @@ class DPOConfig(Section):
         "reverse_kl", description="Divergence of fdpo (reverse_kl is DPO)."
     )
     f_alpha: float = Field(0.5, gt=0.0, description="α of fdpo's alpha-divergence.")
+    rpo_alpha: float = Field(
+        0.0,
+        ge=0.0,
+        description=(
+            "α of RPO: add α·NLL of the chosen response (token-averaged) to a paired loss "
+            "with a reference (dpo, cdpo, robust, ipo, fdpo) or simpo. Keeps log π(chosen) "
+            "from falling on off-policy pairs; 0 = off."
+        ),
+    )
     reference: Literal["auto", "precompute", "adapter", "live", "none"] = Field(
         "auto",
         description=(

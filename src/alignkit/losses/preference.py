@@ -285,6 +285,10 @@ class PreferenceConfig:
     orpo_lambda: λ, weight of ORPO's odds-ratio term.
     kto_desirable_weight / kto_undesirable_weight: λ_D / λ_U of KTO.
     f_divergence / f_alpha: the divergence of f-DPO and α of its α-divergence.
+    rpo_alpha: α of RPO (Pang et al. 2024; TRL's ``rpo_alpha``): adds α·NLL(y_w), the
+        token-averaged negative log-likelihood of the chosen response, to any paired loss but
+        ORPO and CPO (which have their own). It keeps log π(y_w) from falling while the margin
+        grows, the failure of DPO on off-policy pairs that a policy would rarely sample.
     """
 
     beta: float = 0.1
@@ -296,13 +300,20 @@ class PreferenceConfig:
     kto_undesirable_weight: float = 1.0
     f_divergence: FDivergence = "reverse_kl"
     f_alpha: float = 0.5
+    rpo_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        for name in ("cpo_alpha", "orpo_lambda", "kto_desirable_weight", "kto_undesirable_weight"):
+        for name in (
+            "cpo_alpha",
+            "orpo_lambda",
+            "kto_desirable_weight",
+            "kto_undesirable_weight",
+            "rpo_alpha",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.f_divergence not in ("reverse_kl", "forward_kl", "js", "alpha"):
@@ -359,6 +370,14 @@ def _paired_metrics(chosen_rewards: Tensor, rejected_rewards: Tensor) -> dict[st
     }
 
 
+def _chosen_nll(logps: PairedLogps) -> Tensor:
+    """Token-averaged NLL of each chosen response, −log π(y_w)/|y_w| → ``[B]``."""
+    if logps.chosen_lengths is None:
+        raise ValueError("the NLL term (CPO, rpo_alpha) is token-averaged: pass chosen_lengths")
+    lengths = logps.chosen_lengths.to(logps.policy_chosen.dtype).clamp(min=1.0)
+    return -logps.policy_chosen / lengths
+
+
 def _paired_loss(
     kind: PreferenceLoss, logps: PairedLogps, config: PreferenceConfig
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -394,11 +413,18 @@ def _paired_loss(
             metrics["orpo/odds_ratio_loss"] = odds_ratio_term.detach().mean()
             metrics["nll"] = (-pc).detach().mean()
         else:  # CPO
-            if logps.chosen_lengths is None:
-                raise ValueError("CPO's NLL term is token-averaged: pass chosen_lengths")
-            chosen_nll = -logps.policy_chosen / logps.chosen_lengths.to(pc.dtype).clamp(min=1.0)
+            chosen_nll = _chosen_nll(logps)
             loss = cpo_loss(pc, pr, chosen_nll, beta, config.cpo_alpha)
             metrics["nll"] = chosen_nll.detach().mean()
+
+    if config.rpo_alpha:
+        if kind in (PreferenceLoss.ORPO, PreferenceLoss.CPO):
+            raise ValueError(
+                f"rpo_alpha adds an NLL term, and {kind.value} has one already: use "
+                f"{'orpo' if kind is PreferenceLoss.ORPO else 'cpo_alpha'} weights instead"
+            )
+        loss = loss + config.rpo_alpha * _chosen_nll(logps)
+        metrics["nll"] = _chosen_nll(logps).detach().mean()
 
     metrics.update(_paired_metrics(chosen_rewards.detach(), rejected_rewards.detach()))
     metrics["logps/chosen"] = pc.detach().mean()

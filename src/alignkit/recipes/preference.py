@@ -68,6 +68,7 @@ from alignkit.models.load import (
     disable_dropout,
     is_peft,
     load_causal_lm,
+    load_tokenizer,
     save_hf_folder,
 )
 from alignkit.models.reference import Reference, freeze, frozen_copy, sequence_logps
@@ -118,6 +119,16 @@ def check_options(cfg: DPOConfig, judge_given: bool = False) -> tuple[Preference
         raise ConfigError(
             f"label_smoothing={cfg.label_smoothing} is read only by loss=cdpo or loss=robust "
             f"(noisy labels); set one of them, or label_smoothing=0 for loss={kind.value}"
+        )
+    if cfg.rpo_alpha and kind in (PreferenceLoss.ORPO, PreferenceLoss.CPO, PreferenceLoss.KTO):
+        raise ConfigError(
+            f"rpo_alpha adds an NLL term on the chosen response, which loss={kind.value} "
+            + (
+                "does not have (unpaired data)"
+                if kind is PreferenceLoss.KTO
+                else "already has: tune orpo_lambda / cpo_alpha instead"
+            )
+            + "; set rpo_alpha=0"
         )
     if cfg.iterations and not (cfg.judge or judge_given):
         raise ConfigError(
@@ -447,23 +458,12 @@ def sample_pairs(
         groups.append(
             Group(w.prompt_ids, [w.completion_ids[:room], l_.completion_ids[:room]], [0, 1])
         )
-        rows.append(
-            {
-                "prompt": p.prompt,
-                "chosen": w.text,
-                "rejected": l_.text,
-                "chosen_score": sw,
-                "rejected_score": sl,
-            }
-        )
+        row = {"prompt": p.prompt, "chosen": w.text, "rejected": l_.text}
+        rows.append({**row, "chosen_score": sw, "rejected_score": sl})
     if run.dist.is_main:
         write_jsonl(path, rows)
-    stats = {
-        "pairs": len(groups),
-        "ties": len(prompts) - len(groups),
-        "score_mean": sum(scores) / max(1, len(scores)),
-    }
-    return groups, stats
+    mean = sum(scores) / max(1, len(scores))
+    return groups, {"pairs": len(groups), "ties": len(prompts) - len(groups), "score_mean": mean}
 
 
 def online_groups(run: Run, pairs: list[Group], source: str) -> list[Group]:
@@ -534,13 +534,8 @@ def _merge_iteration_metrics(out: Path, rounds: list[dict[str, Any]]) -> None:
         for row in read_metrics(out / f"iteration-{k}" / "metrics.jsonl"):
             lines.append({**row, "iteration": k, "step": row["step"] + offset})
         offset += int(info.get("steps", 0))
-        lines.append(
-            {
-                "step": offset,
-                "iteration": k,
-                **{n: v for n, v in info.items() if n.startswith("online")},
-            }
-        )
+        sampled = {n: v for n, v in info.items() if n.startswith("online")}
+        lines.append({"step": offset, "iteration": k, **sampled})
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
@@ -560,8 +555,6 @@ def run_dpo(cfg: DPOConfig, judge: Judge | None = None) -> Path:
     out = prepare_run_dir(cfg.train.output_dir, cfg, dist.is_main)
 
     # Read and tokenise every record before loading weights: bad data fails in seconds.
-    from alignkit.models.load import load_tokenizer
-
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.trust_remote_code)
     summary: dict[str, Any] = {"recipe": "dpo", "loss": kind.value, "reference": ref_mode}
     if cfg.iterations:
@@ -587,6 +580,7 @@ def run_dpo(cfg: DPOConfig, judge: Judge | None = None) -> Path:
         kto_undesirable_weight=cfg.kto_undesirable_weight,
         f_divergence=cfg.f_divergence,
         f_alpha=cfg.f_alpha,
+        rpo_alpha=cfg.rpo_alpha,
     )
     run = Run(
         cfg, dist, model, tokenizer, reference, PreferenceStep(kind, pcfg, reference, dist), out
