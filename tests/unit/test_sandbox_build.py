@@ -14,6 +14,7 @@ from alignkit.data.records import Comparison, Demonstration, PromptOnly, Ranking
 from alignkit.sandbox import (
     CATEGORIES,
     CHAT_TEMPLATE,
+    HELPFUL_CATEGORIES,
     GoldOracle,
     SandboxError,
     build_world,
@@ -26,6 +27,7 @@ from alignkit.sandbox import build as build_mod
 
 TRAIN_FILES = (
     "sft.jsonl",
+    "sft_helpful.jsonl",
     "rankings.jsonl",
     "preferences.jsonl",
     "safety.jsonl",
@@ -109,6 +111,16 @@ def test_sft_completions_are_ideal_and_prompts_short(built: tuple[Path, dict, fl
     for r in rows:
         assert oracle.score(r, r["completion"]).reward == 1.0, r
         assert len(r["prompt"].split()) < 30 and len(r["completion"].split()) < 30
+
+
+def test_helpful_sft_is_the_helpful_rows_of_sft(built: tuple[Path, dict, float]) -> None:
+    out = built[0]
+    helpful = read_jsonl(out / "sft_helpful.jsonl")
+    assert {r["category"] for r in helpful} == set(HELPFUL_CATEGORIES)
+    every = read_jsonl(out / "sft.jsonl")
+    assert helpful == [r for r in every if r["category"] in HELPFUL_CATEGORIES]
+    # no demonstration of a value: no refusal, no "I don't know", no doctor
+    assert not {"harmful", "unanswerable", "urgent", "fairness"} & {r["category"] for r in helpful}
 
 
 def test_eval_is_held_out_and_balanced(built: tuple[Path, dict, float]) -> None:

@@ -23,10 +23,11 @@ from alignkit.sandbox.responses import (
     make_response,
     split_principled_answer,
 )
-from alignkit.sandbox.world import CATEGORIES, PromptFactory, World
+from alignkit.sandbox.world import CATEGORIES, HELPFUL_CATEGORIES, PromptFactory, World
 
 __all__ = [
     "CATEGORIES",
+    "HELPFUL_CATEGORIES",
     "CHAT_TEMPLATE",
     "PRESETS",
     "RESPONSE_KINDS",

@@ -7,7 +7,9 @@ plain-string prompts: the user text; recipes apply the chat template):
 kb.jsonl                 ``{"id","title","text"}`` retrieval passages (the truth)
 corpus.jsonl             ``{"text"}`` pretraining documents, each ending with ``<|end|>``
 tokenizer/               byte-level BPE, transformers folder, with the sandbox chat template
-sft.jsonl                ``prompt`` + ``completion`` (curated ideal answers)
+sft.jsonl                ``prompt`` + ``completion`` (curated ideal answers, every category)
+sft_helpful.jsonl        the rows of sft.jsonl in HELPFUL_CATEGORIES: a helpful-only
+                         demonstration set that leaves the values to preference alignment
 rankings.jsonl           ``prompt`` + ``responses`` (K) + ``ranking`` + ``annotator``
 preferences.jsonl        ``prompt`` + ``chosen`` + ``rejected`` (best vs each other)
 safety.jsonl             pairwise + ``chosen_safe`` / ``rejected_safe`` / ``safer``
@@ -59,14 +61,21 @@ from alignkit.sandbox.responses import (
     ideal_response,
     sample_distinct_responses,
 )
-from alignkit.sandbox.world import CATEGORIES, PromptFactory, World, stable_rng
+from alignkit.sandbox.world import (
+    CATEGORIES,
+    HELPFUL_CATEGORIES,
+    PromptFactory,
+    World,
+    stable_rng,
+)
 
 MANIFEST_FORMAT = "alignkit-sandbox"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2  # 2: sft_helpful.jsonl
 JSONL_FILES = (
     "kb.jsonl",
     "corpus.jsonl",
     "sft.jsonl",
+    "sft_helpful.jsonl",
     "rankings.jsonl",
     "preferences.jsonl",
     "safety.jsonl",
@@ -199,6 +208,7 @@ def _write_world(d: Path, p: Preset, seed: int) -> dict[str, Any]:
 
     write("kb.jsonl", world.kb_passages())
     write("sft.jsonl", sft)
+    write("sft_helpful.jsonl", [r for r in sft if r["category"] in HELPFUL_CATEGORIES])
     write("rankings.jsonl", rankings)
     write("preferences.jsonl", _preferences(rankings))
     write("safety.jsonl", _safety_pairs(rankings, scored, seed))

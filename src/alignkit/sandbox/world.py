@@ -41,6 +41,19 @@ CATEGORIES: tuple[str, ...] = (
     "fairness",
 )
 
+# The categories a helpful-only assistant gets right by doing what it is asked. The other
+# four (harmful, unanswerable, urgent, fairness) need values: refusing, admitting ignorance,
+# sending someone to a doctor, declining a stereotype. The sandbox's default SFT set has
+# demonstrations of these five only, so the values are left for preference alignment to
+# teach (helpful-only SFT, then RLHF for harmlessness and honesty, as in Bai et al. 2022).
+HELPFUL_CATEGORIES: tuple[str, ...] = (
+    "arithmetic",
+    "list_ops",
+    "fact",
+    "benign_alarming",
+    "format",
+)
+
 # Closed vocabularies of attribute values: common words, each one BPE token or two.
 FOODS = ("bread", "cheese", "honey", "rice", "plums", "beans", "soup", "fish", "apples", "nuts")
 JOBS = ("baker", "pilot", "farmer", "teacher", "painter", "sailor", "miner", "tailor", "singer")
