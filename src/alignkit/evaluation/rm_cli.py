@@ -147,3 +147,41 @@ def score_command(
 def register(app: typer.Typer) -> None:
     app.command("rm-report")(rm_report_command)
     app.command("score")(score_command)
+    app.command("overopt")(overopt_command)
+
+
+def overopt_command(
+    run: str = typer.Argument(..., help="RL run folder (or its metrics.jsonl) with gold_reward."),
+    out: str = typer.Option(
+        None, "--out", "-o", help="Folder for overopt.json/.png (default: the run)."
+    ),
+    window: int = typer.Option(10, help="Iterations averaged per point."),
+    plot: bool = typer.Option(True, help="Write overopt.png."),
+) -> None:
+    """Reward over-optimisation study: proxy and gold reward against √KL (JSON + PNG)."""
+    from alignkit.cli import run_guarded
+
+    def go() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from alignkit.evaluation.overopt import overopt_report
+
+        if window < 1:
+            raise typer.BadParameter(f"--window must be >= 1, got {window}")
+        c = overopt_report(run, out, window, plot)
+        table = Table("iterations", "√KL", "proxy", "gold", title=f"over-optimisation: {run}")
+        for p in c["points"]:
+            it = f"{p['iterations'][0]}-{p['iterations'][1]}"
+            mark = " ← gold peak" if p is c["points"][c["gold_peak"]["index"]] else ""
+            table.add_row(it, f"{p['sqrt_kl']:.3f}", f"{p['proxy']:.3f}", f"{p['gold']:.3f}{mark}")
+        console = Console()
+        console.print(table)
+        verdict = (
+            "[red]over-optimised[/]: the proxy rose by {:.3f} after the gold peak while gold fell by {:.3f}"
+            if c["over_optimised"]
+            else "[green]no over-optimisation detected[/] (proxy after gold peak {:+.3f}, gold drop {:.3f})"
+        )
+        console.print(verdict.format(c["proxy_gain_after_gold_peak"], c["gold_drop_after_peak"]))
+
+    run_guarded(go)
