@@ -160,3 +160,39 @@ def test_scores_are_laid_out_best_first_per_group() -> None:
         [[10, 2], [9, 2]],
     ]
     assert all(p.order == [0, 1] for p in pairs)
+
+
+class WordOverlapScorer:
+    """A stand-in scorer: +1 per response word that also occurs in the prompt, or a constant
+    (a reward that ignores the prompt). ``group`` and ``score_groups`` as RewardScorer's."""
+
+    def __init__(self, uses_prompt: bool) -> None:
+        self.uses_prompt = uses_prompt
+
+    def group(self, prompt: str, responses: list[str], where: str) -> tuple[str, list[str]]:
+        return prompt, responses
+
+    def score_groups(self, groups: list[tuple[str, list[str]]]) -> list[list[float]]:
+        def score(p: str, r: str) -> float:
+            return float(len(set(p.split()) & set(r.split()))) if self.uses_prompt else 1.0
+
+        return [[score(p, r) for r in rs] for p, rs in groups]
+
+
+def test_relevance_check_tells_a_prompt_blind_reward_from_one_that_reads_the_prompt() -> None:
+    from alignkit.data.records import Ranking
+    from alignkit.evaluation.rm_report import relevance_check
+
+    records = [
+        Comparison("where does ana live", "ana lives in rome", "no idea"),
+        Ranking("what is two plus two", ["four", "two plus two is four"], [1, 0]),
+        Comparison("name a red fruit", "a red fruit is a cherry", "blue"),
+    ]
+    reading = relevance_check(WordOverlapScorer(True), records)
+    assert reading["pairs"] == 3
+    assert_close(reading["own_beats_other"], 1.0)
+    blind = relevance_check(WordOverlapScorer(False), records)
+    assert_close(blind["own_beats_other"], 0.5)  # all ties: half credit
+    assert_close(blind["mean_gap"], 0.0)
+    same = [Comparison("p", "a", "b"), Comparison("p", "a", "c")]
+    assert relevance_check(WordOverlapScorer(True), same)["pairs"] == 0

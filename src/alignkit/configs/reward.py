@@ -46,6 +46,20 @@ class PreferenceDataConfig(Section):
     limit: int | None = Field(None, ge=1, description="Use only the first N records (debugging).")
 
 
+class RewardDataConfig(PreferenceDataConfig):
+    irrelevant_negatives: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Training only: for this share of training records add a pair (the record's best "
+            "response ≻ the best response of another prompt), so the model learns that a good "
+            "answer to a different question is a bad answer to this one. Guards RL against "
+            "collapsing onto one universal answer; 0 = off."
+        ),
+    )
+
+
 class RewardLossConfig(Section):
     type: Literal["bt", "kwise", "plackett_luce"] = Field(
         "bt",
@@ -133,9 +147,7 @@ class RewardConfig(Section):
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="Causal LM (or saved reward model) to start from."
     )
-    data: PreferenceDataConfig = Field(
-        default_factory=PreferenceDataConfig, description="Preferences."
-    )
+    data: RewardDataConfig = Field(default_factory=RewardDataConfig, description="Preferences.")
     loss: RewardLossConfig = Field(default_factory=RewardLossConfig, description="Reward loss.")
     train: RewardTrainConfig = Field(default_factory=RewardTrainConfig, description="Optimisation.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Fitness report.")

@@ -208,6 +208,31 @@ def score_records(
     return out
 
 
+def relevance_check(scorer: Any, records: Sequence[Comparison | Ranking]) -> dict[str, Any]:
+    """Does the reward depend on the prompt? Each record's best response against the best
+    response of the next record with another prompt, both scored under this record's prompt.
+
+    A reward model that scores answers by how they look, not by whether they answer, gives a
+    policy one universal answer to every prompt; RL then finds it within a few dozen steps.
+    ``own_beats_other`` is the share of records whose own best answer scores higher.
+    """
+    best = [r.responses[r.ranking[0]] if isinstance(r, Ranking) else r.chosen for r in records]
+    groups, n = [], len(records)
+    for i, r in enumerate(records):
+        j = next((k % n for k in range(i + 1, i + n) if records[k % n].prompt != r.prompt), None)
+        if j is None or best[j] == best[i]:
+            continue
+        groups.append(scorer.group(r.prompt, [best[i], best[j]], f"record {i + 1}"))
+    if not groups:
+        return {"pairs": 0, "own_beats_other": None, "mean_gap": None}
+    gaps = np.asarray([a - b for a, b in scorer.score_groups(groups)], dtype=np.float64)
+    return {
+        "pairs": len(groups),
+        "own_beats_other": _accuracy(gaps),
+        "mean_gap": float(gaps.mean()),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
@@ -344,6 +369,13 @@ def print_report(report: dict[str, Any], console: Any = None, title: str = "") -
         "PPO prefers ~0 ± few",
     )
     t.add_row("score p5 … p95", f"{_fmt(sc.get('p5'))} … {_fmt(sc.get('p95'))}", "")
+    if report.get("relevance", {}).get("pairs"):
+        rel = report["relevance"]
+        t.add_row(
+            "own answer ≻ another prompt's",
+            _fmt(rel["own_beats_other"], True),
+            f"{rel['pairs']} pairs; < 95 % = RL can collapse onto one universal answer",
+        )
     if "gold" in report:
         gd = report["gold"]
         t.add_row(
@@ -484,6 +516,8 @@ def rm_report(
     prefs = read_preferences(data, fmt, split, limit, "error", transform)
     scored = score_records(scorer, prefs.records, kind, category_field, gold_field)
     report = build_report(scored, kind, bins)
+    if kind == "reward":
+        report["relevance"] = relevance_check(scorer, prefs.records)
     report.update({"model": str(model), "data": str(data)})
     write_report(report, scored, out_dir or model, plot)
     if print_table:

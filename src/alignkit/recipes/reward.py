@@ -15,6 +15,7 @@ change the update.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,7 @@ from alignkit.evaluation.rm_report import (
     build_report,
     print_report,
     ranking_accuracy,
+    relevance_check,
     score_records,
     write_report,
 )
@@ -107,6 +109,32 @@ def expand_to_pairs(groups: Sequence[Group]) -> list[Group]:
                         extra=g.extra,
                     )
                 )
+    return out
+
+
+def add_irrelevant_negatives(groups: Sequence[Group], share: float, seed: int) -> list[Group]:
+    """``groups`` plus, for ``share`` of them, a pair (the group's best response ≻ the best
+    response of a group with another prompt). Tokens are reused; the other group is drawn at
+    random among those whose prompt differs. Deterministic given ``seed``."""
+    out = list(groups)
+    if share <= 0 or len(groups) < 2:
+        return out
+    rng = random.Random(f"irrelevant-negatives-{seed}")
+    chosen = rng.sample(range(len(groups)), round(share * len(groups)))
+    for i in sorted(chosen):
+        g = groups[i]
+        for _ in range(20):  # a handful of draws finds another prompt unless nearly all repeat
+            o = groups[rng.randrange(len(groups))]
+            if o.prompt_ids != g.prompt_ids:
+                break
+        else:
+            continue
+        best, other = g.responses[g.order[0]], o.responses[o.order[0]]
+        if best == other:
+            continue
+        out.append(
+            Group(g.prompt_ids, [best, other], [0, 1], extra={**g.extra, "irrelevant": True})
+        )
     return out
 
 
@@ -272,6 +300,11 @@ def train_scalar_model(
     )
     groups = tokenize(gt, train_records, cfg.data.path)
     train_stats = gt.stats.as_dict()
+    if isinstance(cfg, RewardConfig) and cfg.data.irrelevant_negatives:
+        # Per record, before rankings become pairs: the share means the same for every loss.
+        before = len(groups)
+        groups = add_irrelevant_negatives(groups, cfg.data.irrelevant_negatives, cfg.train.seed)
+        dist.print(f"{tag} irrelevant negatives: {len(groups) - before} pairs added")
     if pairs_only:
         groups = expand_to_pairs(groups)
     eval_groups: list[Group] = []
@@ -402,6 +435,8 @@ def fitness_report(
     report_kind: Literal["reward", "cost"] = "cost" if kind == "cost" else "reward"
     scored = score_records(scorer, records, report_kind, cfg.category_field, cfg.gold_field)
     report = build_report(scored, report_kind, cfg.bins)
+    if report_kind == "reward":
+        report["relevance"] = relevance_check(scorer, records)
     report["data"] = "held-out" if held_out else "train (no held-out data: optimistic)"
     write_report(report, scored, out, cfg.plot)
     print_report(report, title=f"{kind} model fitness ({report['data']})")
