@@ -344,6 +344,15 @@ def main(argv: list[str] | None = None) -> None:
 
     versions = ensure_trl_venv()
     subprocess.run([sys.executable, str(HERE / "prepare.py")], check=True)
+    data = json.loads((WORK / "meta.json").read_text())["data"]
+    for name, n in (("sft", data["sft"]["examples"]), ("pairs", data["pairs"]["groups"])):
+        if args.steps * 8 > n:
+            print(
+                f"[bench] warning: {args.steps} steps of 8 exceed one epoch of {name} ({n}); TRL "
+                "replays alignkit's first-epoch order only, so later losses compare different "
+                "batches (timings stay comparable)",
+                flush=True,
+            )
     import torch
 
     meta: dict[str, Any] = {

@@ -27,7 +27,14 @@ BATCH = 8
 MAX_LEN = 256
 N_SFT = 480
 N_PAIRS = 96
+# More pairs, drawn after everything else from their own stream so that the tokenizer and the
+# SFT data stay those of earlier runs: 192 pairs are 24 batches, so the default 15 steps stay
+# in the first epoch, the only one whose order TRL replays (``trl_pairs.jsonl``). With 96,
+# steps 13+ started alignkit's reshuffled second epoch while TRL repeated the first, and the
+# last-step losses compared different batches.
+N_EXTRA_PAIRS = 96
 N_PROMPTS = 64
+INPUTS_VERSION = 2  # bump when the generated inputs change: bench/work is then rebuilt
 
 SYLLABLES = [
     "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "gu", "fi", "he", "ja",
@@ -182,9 +189,12 @@ def trl_views(tok_dir: Path) -> dict[str, Any]:
 
 def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
-    if (WORK / "meta.json").exists():
-        print(f"[bench] inputs exist in {WORK}")
-        return
+    meta_file = WORK / "meta.json"
+    if meta_file.exists():
+        if json.loads(meta_file.read_text()).get("inputs_version") == INPUTS_VERSION:
+            print(f"[bench] inputs exist in {WORK}")
+            return
+        print(f"[bench] inputs in {WORK} are from an older harness: rebuilding")
     rng = random.Random(SEED)
     lex = _lexicon(rng)
     sft = [{"prompt": _prompt(rng, lex), "completion": _answer(rng, lex)} for _ in range(N_SFT)]
@@ -193,15 +203,26 @@ def main() -> None:
         p = _prompt(rng, lex)
         pairs.append({"prompt": p, "chosen": _answer(rng, lex), "rejected": _answer(rng, lex)})
     prompts = [{"prompt": _prompt(rng, lex)} for _ in range(N_PROMPTS)]
+    rng_extra = random.Random(SEED + 1)
+    extra = []
+    for _ in range(N_EXTRA_PAIRS):
+        p = _prompt(rng_extra, lex)
+        extra.append(
+            {"prompt": p, "chosen": _answer(rng_extra, lex), "rejected": _answer(rng_extra, lex)}
+        )
     _write(WORK / "sft.jsonl", sft)
-    _write(WORK / "pairs.jsonl", pairs)
     _write(WORK / "prompts.jsonl", prompts)
     lines = [r["prompt"] + " " + r["completion"] for r in sft] + [
         r["prompt"] + " " + r["chosen"] for r in pairs
     ]
+    _write(WORK / "pairs.jsonl", pairs + extra)  # the tokenizer above saw only the first 96
     tok_dir = WORK / "tokenizer"
     make_tokenizer(tok_dir, lines)
-    meta = {"model": make_models(tok_dir), "data": trl_views(tok_dir)}
+    meta = {
+        "inputs_version": INPUTS_VERSION,
+        "model": make_models(tok_dir),
+        "data": trl_views(tok_dir),
+    }
     (WORK / "meta.json").write_text(json.dumps(meta, indent=2))
     print(f"[bench] wrote {WORK}: {json.dumps(meta)}")
 
