@@ -175,3 +175,43 @@ def test_cli_refuses_unsupported_databases(tmp_path: Path) -> None:
     ]:
         r = runner.invoke(app, ["import", "--responses", str(good), "--db", db])
         assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_skip_identical_leaves_out_prompts_with_one_distinct_response(tmp_path: Path) -> None:
+    # A peaked model sampled K times often returns one text K times: with --skip-identical
+    # those prompts are listed and left out, every other item is imported.
+    f = write_jsonl(
+        tmp_path / "cands.jsonl",
+        [
+            {"prompt": "p0", "responses": ["a", "b"]},
+            {"prompt": "p1", "responses": ["same", "same", "same"]},
+            {"prompt": "p2", "response": "x"},
+            {"prompt": "p2", "response": "x"},
+            {"prompt": "p3", "response": "y"},
+            {"prompt": "p3", "response": "z"},
+        ],
+    )
+    with pytest.raises(FeedbackDataError) as exc:
+        read_candidates(f)
+    assert "--skip-identical" in str(exc.value)
+    result = read_candidates(f, skip_identical=True)
+    assert [i.prompt for i in result.items] == ["p0", "p3"]
+    assert result.skipped_identical == [f"{f}:2", f"{f}:3"]
+
+    db = str(tmp_path / "fb.db")
+    r = CliRunner().invoke(app, ["import", "--responses", str(f), "--db", db, "--skip-identical"])
+    assert r.exit_code == 0, r.output
+    assert "2 item(s) added" in r.output
+    assert f"2 prompt(s) left out, all their responses identical: {f}:2, {f}:3" in r.output
+
+
+def test_skip_identical_does_not_hide_other_problems(tmp_path: Path) -> None:
+    f = write_jsonl(
+        tmp_path / "cands.jsonl",
+        [{"prompt": "p0", "responses": ["a", "a"]}, {"prompt": "p1", "responses": "not a list"}],
+    )
+    with pytest.raises(FeedbackDataError, match=r"cands.jsonl:2:responses: expected a list"):
+        read_candidates(f, skip_identical=True)
+    only = write_jsonl(tmp_path / "only.jsonl", [{"prompt": "p0", "responses": ["a", "a"]}])
+    with pytest.raises(FeedbackDataError, match="every prompt's responses were identical"):
+        read_candidates(only, skip_identical=True)

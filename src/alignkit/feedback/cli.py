@@ -73,10 +73,18 @@ def import_(
         ),
     ],
     db: Db = DEFAULT_DB,
+    skip_identical: Annotated[
+        bool,
+        typer.Option(
+            "--skip-identical",
+            help="Leave out prompts whose responses are all the same text (a peaked model "
+            "sampled K times) instead of failing; they are listed.",
+        ),
+    ] = False,
 ) -> None:
     """Add items to rank; the whole file is checked first and re-imported items are skipped."""
     try:
-        result = read_candidates(responses)
+        result = read_candidates(responses, skip_identical=skip_identical)
     except FeedbackDataError as exc:
         _fail(exc)
     store = _open(db)
@@ -89,6 +97,17 @@ def import_(
         f"({result.rows} rows read, {result.duplicates_removed} duplicate response(s) merged) "
         f"into {redact(store.db.url)}"
     )
+    if result.skipped_identical:
+        shown = ", ".join(result.skipped_identical[:5])
+        more = (
+            f" and {len(result.skipped_identical) - 5} more"
+            if len(result.skipped_identical) > 5
+            else ""
+        )
+        typer.echo(
+            f"{len(result.skipped_identical)} prompt(s) left out, all their responses identical: "
+            f"{shown}{more}"
+        )
 
 
 @app.command("add-annotator")

@@ -69,6 +69,9 @@ class ReadResult:
     items: list[NewItem] = field(default_factory=list)
     rows: int = 0
     duplicates_removed: int = 0
+    # ``file:line`` of prompts left out with ``skip_identical``: all their responses were the
+    # same text (a peaked model sampling K times), so there is nothing to rank.
+    skipped_identical: list[str] = field(default_factory=list)
 
 
 def content_hash(prompt: Text, responses: list[Text]) -> str:
@@ -136,8 +139,13 @@ def _rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
                 yield lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
 
 
-def read_candidates(path: str | Path) -> ReadResult:
-    """Validate ``path`` and return its items; raises ``FeedbackDataError`` listing problems."""
+def read_candidates(path: str | Path, skip_identical: bool = False) -> ReadResult:
+    """Validate ``path`` and return its items; raises ``FeedbackDataError`` listing problems.
+
+    With ``skip_identical`` a prompt whose responses are all one text (after de-duplication
+    fewer than 2) is left out and listed in ``skipped_identical`` instead of being an error;
+    every other problem still fails the whole file.
+    """
     path = Path(path)
     name = str(path)
     problems: list[str] = []
@@ -184,9 +192,13 @@ def read_candidates(path: str | Path) -> ReadResult:
                 problems.extend(errors)
                 continue
             kept, _, dropped = _dedupe(responses)
+            if len(kept) < 2 and skip_identical and responses:
+                result.skipped_identical.append(at)
+                continue
             if len(kept) < 2:
                 problems.append(
                     f"{at}:responses: needs at least 2 distinct responses, got {len(kept)}"
+                    + (" (import --skip-identical leaves such prompts out)" if kept else "")
                 )
                 continue
             if len(kept) > MAX_RESPONSES:
@@ -214,23 +226,38 @@ def read_candidates(path: str | Path) -> ReadResult:
         group.extras.append({k: v for k, v in row.items() if k not in ("prompt", single_key)})
 
     for entry in order:
-        item = entry if isinstance(entry, NewItem) else _group_item(entry, problems)
+        item = (
+            entry
+            if isinstance(entry, NewItem)
+            else _group_item(entry, problems, result if skip_identical else None)
+        )
         if item is not None:
             result.items.append(item)
             result.duplicates_removed += item.duplicates_removed
     if problems:
         raise FeedbackDataError(problems[:_MAX_REPORTED], total=len(problems))
     if not result.items:
-        raise FeedbackDataError([f"{name}: no items found (the file has no rows)"])
+        why = (
+            f"every prompt's responses were identical ({len(result.skipped_identical)} skipped)"
+            if result.skipped_identical
+            else "the file has no rows"
+        )
+        raise FeedbackDataError([f"{name}: no items found ({why})"])
     return result
 
 
-def _group_item(group: _Group, problems: list[str]) -> NewItem | None:
+def _group_item(
+    group: _Group, problems: list[str], skipping: ReadResult | None = None
+) -> NewItem | None:
     kept, kept_idx, dropped = _dedupe(group.responses)
+    if len(kept) < 2 and skipping is not None and group.responses:
+        skipping.skipped_identical.append(group.first)
+        return None
     if len(kept) < 2:
         problems.append(
             f"{group.first}:response: this prompt has {len(kept)} distinct response(s) in the "
             "file; an item needs at least 2"
+            + (" (import --skip-identical leaves such prompts out)" if kept else "")
         )
         return None
     if len(kept) > MAX_RESPONSES:
