@@ -344,11 +344,12 @@ def main(argv: list[str] | None = None) -> None:
 
     versions = ensure_trl_venv()
     subprocess.run([sys.executable, str(HERE / "prepare.py")], check=True)
-    data = json.loads((WORK / "meta.json").read_text())["data"]
+    inputs = json.loads((WORK / "meta.json").read_text())
+    data = inputs["data"]
     for name, n in (("sft", data["sft"]["examples"]), ("pairs", data["pairs"]["groups"])):
-        if args.steps * 8 > n:
+        if args.steps * BATCH > n:
             print(
-                f"[bench] warning: {args.steps} steps of 8 exceed one epoch of {name} ({n}); TRL "
+                f"[bench] warning: {args.steps} steps of {BATCH} exceed one epoch of {name} ({n}); TRL "
                 "replays alignkit's first-epoch order only, so later losses compare different "
                 "batches (timings stay comparable)",
                 flush=True,
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "versions": f"torch {torch.__version__}; TRL venv: trl/torch {versions}",
-        "model": json.loads((WORK / "meta.json").read_text())["model"],
+        "model": inputs["model"],
         "steps": args.steps,
         "grpo_steps": args.grpo_steps,
         "warmup": args.warmup,

@@ -187,6 +187,15 @@ def trl_views(tok_dir: Path) -> dict[str, Any]:
     return stats
 
 
+def _pairs(rng: random.Random, lex: list[str], n: int) -> list[dict[str, str]]:
+    """``n`` (prompt, chosen, rejected) rows, drawn from ``rng`` in that order."""
+    rows = []
+    for _ in range(n):
+        p = _prompt(rng, lex)
+        rows.append({"prompt": p, "chosen": _answer(rng, lex), "rejected": _answer(rng, lex)})
+    return rows
+
+
 def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     meta_file = WORK / "meta.json"
@@ -198,18 +207,9 @@ def main() -> None:
     rng = random.Random(SEED)
     lex = _lexicon(rng)
     sft = [{"prompt": _prompt(rng, lex), "completion": _answer(rng, lex)} for _ in range(N_SFT)]
-    pairs = []
-    for _ in range(N_PAIRS):
-        p = _prompt(rng, lex)
-        pairs.append({"prompt": p, "chosen": _answer(rng, lex), "rejected": _answer(rng, lex)})
+    pairs = _pairs(rng, lex, N_PAIRS)
     prompts = [{"prompt": _prompt(rng, lex)} for _ in range(N_PROMPTS)]
-    rng_extra = random.Random(SEED + 1)
-    extra = []
-    for _ in range(N_EXTRA_PAIRS):
-        p = _prompt(rng_extra, lex)
-        extra.append(
-            {"prompt": p, "chosen": _answer(rng_extra, lex), "rejected": _answer(rng_extra, lex)}
-        )
+    extra = _pairs(random.Random(SEED + 1), lex, N_EXTRA_PAIRS)
     _write(WORK / "sft.jsonl", sft)
     _write(WORK / "prompts.jsonl", prompts)
     lines = [r["prompt"] + " " + r["completion"] for r in sft] + [

@@ -97,16 +97,11 @@ def import_(
         f"({result.rows} rows read, {result.duplicates_removed} duplicate response(s) merged) "
         f"into {redact(store.db.url)}"
     )
-    if result.skipped_identical:
-        shown = ", ".join(result.skipped_identical[:5])
-        more = (
-            f" and {len(result.skipped_identical) - 5} more"
-            if len(result.skipped_identical) > 5
-            else ""
-        )
+    if n := len(result.skipped_identical):
+        more = f" and {n - 5} more" if n > 5 else ""
         typer.echo(
-            f"{len(result.skipped_identical)} prompt(s) left out, all their responses identical: "
-            f"{shown}{more}"
+            f"{n} prompt(s) left out, all their responses identical: "
+            f"{', '.join(result.skipped_identical[:5])}{more}"
         )
 
 

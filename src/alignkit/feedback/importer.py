@@ -150,6 +150,7 @@ def read_candidates(path: str | Path, skip_identical: bool = False) -> ReadResul
     name = str(path)
     problems: list[str] = []
     result = ReadResult()
+    skipped = result.skipped_identical if skip_identical else None
     groups: dict[str, _Group] = {}
     # Item order follows the file: each K-row and each group's first row claim a slot.
     order: list[NewItem | _Group] = []
@@ -192,14 +193,9 @@ def read_candidates(path: str | Path, skip_identical: bool = False) -> ReadResul
                 problems.extend(errors)
                 continue
             kept, _, dropped = _dedupe(responses)
-            if len(kept) < 2 and skip_identical and responses:
-                result.skipped_identical.append(at)
-                continue
             if len(kept) < 2:
-                problems.append(
-                    f"{at}:responses: needs at least 2 distinct responses, got {len(kept)}"
-                    + (" (import --skip-identical leaves such prompts out)" if kept else "")
-                )
+                msg = f"{at}:responses: needs at least 2 distinct responses, got {len(kept)}"
+                _too_few(len(kept), at, msg, problems, skipped)
                 continue
             if len(kept) > MAX_RESPONSES:
                 problems.append(
@@ -226,11 +222,7 @@ def read_candidates(path: str | Path, skip_identical: bool = False) -> ReadResul
         group.extras.append({k: v for k, v in row.items() if k not in ("prompt", single_key)})
 
     for entry in order:
-        item = (
-            entry
-            if isinstance(entry, NewItem)
-            else _group_item(entry, problems, result if skip_identical else None)
-        )
+        item = entry if isinstance(entry, NewItem) else _group_item(entry, problems, skipped)
         if item is not None:
             result.items.append(item)
             result.duplicates_removed += item.duplicates_removed
@@ -246,19 +238,29 @@ def read_candidates(path: str | Path, skip_identical: bool = False) -> ReadResul
     return result
 
 
+def _too_few(
+    distinct: int, at: str, msg: str, problems: list[str], skipped: list[str] | None
+) -> None:
+    """A prompt with fewer than 2 distinct responses: left out and listed in ``skipped`` when
+    it is one text repeated and skipping was asked for, otherwise a problem (with the hint)."""
+    if distinct == 1 and skipped is not None:
+        skipped.append(at)
+    else:
+        problems.append(
+            msg + (" (import --skip-identical leaves such prompts out)" if distinct else "")
+        )
+
+
 def _group_item(
-    group: _Group, problems: list[str], skipping: ReadResult | None = None
+    group: _Group, problems: list[str], skipped: list[str] | None = None
 ) -> NewItem | None:
     kept, kept_idx, dropped = _dedupe(group.responses)
-    if len(kept) < 2 and skipping is not None and group.responses:
-        skipping.skipped_identical.append(group.first)
-        return None
     if len(kept) < 2:
-        problems.append(
+        msg = (
             f"{group.first}:response: this prompt has {len(kept)} distinct response(s) in the "
             "file; an item needs at least 2"
-            + (" (import --skip-identical leaves such prompts out)" if kept else "")
         )
+        _too_few(len(kept), group.first, msg, problems, skipped)
         return None
     if len(kept) > MAX_RESPONSES:
         problems.append(
