@@ -63,19 +63,32 @@ def run_case(name: str, model: Path, work: Path) -> tuple[int, PlanInput, dict]:
             lora="lora" in name,
             lora_r=16,
         )
-    elif name == "dpo":
+    elif name in ("dpo", "dpo+shared"):
         from alignkit.recipes.preference import run_dpo
 
         data = write_pairs(work / "pairs.jsonl")
+        shared = name == "dpo+shared"
         cfg = [
             *common,
             f"data.max_length={L}",
             f"train.batch_size={B // 2}",
             "data.eval_fraction=0",
+            f"data.shared_prompt={str(shared).lower()}",
         ]
         with trainer_peak(record):
             run_dpo(load_config(DPOConfig, None, [*cfg, f"data.path={data}"]))
-        inp = PlanInput("dpo", batch_size=B // 2, seq_len=L, dtype="fp32", overhead=0)
+        # Shared-prompt rows are 2L − p wide (a prompt of p tokens, two responses of L − p).
+        widths = [w for _, w in record["shapes"]]
+        prompt_len = round(2 * L - sum(widths) / len(widths)) if shared else 0
+        inp = PlanInput(
+            "dpo",
+            batch_size=B // 2,
+            seq_len=L,
+            prompt_len=prompt_len,
+            shared_prompt=shared,
+            dtype="fp32",
+            overhead=0,
+        )
     else:  # grpo: 16 sequences of up to 32 new tokens, micro-batch 8, a Python reward
         from alignkit.recipes.online_rl import run_rl
 
@@ -115,7 +128,7 @@ def run_case(name: str, model: Path, work: Path) -> tuple[int, PlanInput, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "work" / "plan_vs_measured.md")
-    ap.add_argument("--cases", default="sft,sft+checkpointing,sft+lora,dpo,grpo")
+    ap.add_argument("--cases", default="sft,sft+checkpointing,sft+lora,dpo,dpo+shared,grpo")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="plan-vs-measured-"))
     model = make_probe_model(work / "model", make_tokenizer(work / "tok"))
@@ -133,8 +146,11 @@ def main() -> None:
         measured, inp, _ = run_case(name, model, work)
         planned = plan_memory(shape, inp).peak
         rows = inp.batch_size * (2 if inp.recipe == "dpo" else 1)
+        batch = f"{rows} × {inp.seq_len}"
+        if inp.recipe == "dpo" and inp.shared_prompt:
+            batch = f"{inp.batch_size} × {2 * inp.seq_len - inp.prompt_len}"
         lines.append(
-            f"| {name} | {rows} × {inp.seq_len} | {planned / 2**20:.1f} | "
+            f"| {name} | {batch} | {planned / 2**20:.1f} | "
             f"{measured / 2**20:.1f} | {planned / measured:.2f} |"
         )
         print(lines[-1], f"({time.perf_counter() - t0:.0f}s)", flush=True)

@@ -238,6 +238,7 @@ class PlanInput:
     dtype: str = "bf16"  # compute precision; 16-bit means mixed precision with fp32 master
     gradient_checkpointing: bool = False
     reference: Literal["precompute", "live"] = "precompute"  # DPO
+    shared_prompt: bool = True  # DPO: prompt once per pair (data.shared_prompt), not per row
     reward_model: bool = True  # RL: False when the reward is a Python function or oracle
     gpu_memory: int = 80 * GiB
     overhead: int = 1 * GiB  # CUDA context, NCCL buffers, allocator slack
@@ -399,6 +400,11 @@ def plan_memory(shape: ModelShape, inp: PlanInput, scalar_shape: ModelShape | No
     trained = [(nm, k) for nm, k, t in models if t]
     rows = inp.batch_size * (2 if inp.recipe == "dpo" else 1)
     tokens = rows * inp.seq_len
+    size = f"T = {rows}×{inp.seq_len}"
+    if inp.recipe == "dpo" and inp.shared_prompt:
+        # data.shared_prompt: a pair is one prompt followed by both responses.
+        tokens = inp.batch_size * (2 * inp.seq_len - inp.prompt_len)
+        size = f"T = {inp.batch_size}×(2·{inp.seq_len} − {inp.prompt_len}) (shared prompt)"
     # SFT and DPO run the LM head only where a label exists (models/logprobs.target_logprobs);
     # the RL loss and scoring passes take every position's logits.
     target_tokens = tokens
@@ -410,7 +416,6 @@ def plan_memory(shape: ModelShape, inp: PlanInput, scalar_shape: ModelShape | No
         arch = shape if kind == "lm" else rm
         per_layer = arch.activation_elems_per_token_layer()
         logits = target_tokens * arch.vocab * logit_bytes if kind == "lm" else 0
-        size = f"T = {rows}×{inp.seq_len}"
         if inp.gradient_checkpointing:
             # Only block inputs are kept; the loss's logits buffers are freed before the first
             # block is recomputed, so the larger of the two counts, not their sum.

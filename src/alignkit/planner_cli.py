@@ -72,6 +72,11 @@ def plan_command(
     reference: str = typer.Option(
         "precompute", "--reference", help="DPO: precompute | live (a frozen copy in memory)."
     ),
+    shared_prompt: bool = typer.Option(
+        True,
+        "--shared-prompt/--padded-pairs",
+        help="DPO: a pair's prompt computed once (data.shared_prompt, the default) or per row.",
+    ),
     overhead: str = typer.Option(
         "1GiB", "--overhead", help="CUDA context, NCCL buffers, allocator slack."
     ),
@@ -102,6 +107,7 @@ def plan_command(
                 dtype=dtype,
                 gradient_checkpointing=gradient_checkpointing,
                 reference=reference,  # type: ignore[arg-type]
+                shared_prompt=shared_prompt,
                 reward_model=not reward_function,
                 gpu_memory=parse_size(gpu_memory),
                 overhead=parse_size(overhead),

@@ -27,6 +27,7 @@ CASES = {
     "sft-checkpointing": ("sft", ["model.gradient_checkpointing=true"]),
     "sft-lora": ("sft", ["model.lora.enabled=true", "model.lora.r=16"]),
     "dpo": ("dpo", []),
+    "dpo-padded": ("dpo", ["data.shared_prompt=false"]),
 }
 
 
@@ -72,7 +73,15 @@ def test_planner_is_within_25_percent_of_measured_peak(
             ]
             run_dpo(load_config(DPOConfig, None, cfg))
             rows = B // 2
-    assert record["shapes"] == {(B, L)}, "every micro-batch must hold B × L real tokens"
+    shared = recipe == "dpo" and not extra
+    prompt_len = 0
+    if shared:
+        # One row per pair (prompt once, then both L − p token responses): width 2L − p.
+        widths = {w for n, w in record["shapes"]}
+        assert {n for n, _ in record["shapes"]} == {B // 2} and all(L < w < 2 * L for w in widths)
+        prompt_len = round(2 * L - sum(widths) / len(widths))
+    else:
+        assert record["shapes"] == {(B, L)}, "every micro-batch must hold B × L real tokens"
     plan = plan_memory(
         shape_from_config(read_config(probe_model)),
         PlanInput(
@@ -83,6 +92,8 @@ def test_planner_is_within_25_percent_of_measured_peak(
             lora="model.lora.enabled=true" in extra,
             lora_r=16,
             gradient_checkpointing="model.gradient_checkpointing=true" in extra,
+            prompt_len=prompt_len,
+            shared_prompt=shared,
             overhead=0,
         ),
     )

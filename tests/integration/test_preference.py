@@ -165,7 +165,7 @@ def test_precomputed_reference_is_reused_on_rerun(tiny_llama, data, tmp_path) ->
     assert json.loads((run_dpo(other) / "summary.json").read_text())["reference_seconds"] > 0
 
 
-def test_chosen_and_rejected_share_one_forward(tiny_llama, data, tmp_path, monkeypatch) -> None:
+def _count_rows(monkeypatch) -> list[int]:
     calls: list[int] = []
     load = recipe.load_causal_lm
 
@@ -177,11 +177,51 @@ def test_chosen_and_rejected_share_one_forward(tiny_llama, data, tmp_path, monke
         return model, tok
 
     monkeypatch.setattr(recipe, "load_causal_lm", counting_load)
-    out = run_dpo(cfg_for(tiny_llama, data["pairwise"], tmp_path / "o", "train.max_steps=3"))
+    return calls
+
+
+def test_chosen_and_rejected_share_one_forward(tiny_llama, data, tmp_path, monkeypatch) -> None:
+    calls = _count_rows(monkeypatch)
+    out = run_dpo(
+        cfg_for(
+            tiny_llama,
+            data["pairwise"],
+            tmp_path / "o",
+            "train.max_steps=3",
+            "data.shared_prompt=false",
+        )
+    )
     # The reference pass first (48 pairs in batches of 16 pairs), then one forward of 8 chosen
     # + 8 rejected rows per training step, and nothing else.
     assert calls == [32, 32, 32, 16, 16, 16]
     assert json.loads((out / "summary.json").read_text())["policy_forwards"] == 3
+
+
+def test_shared_prompt_rows_hold_whole_groups(tiny_llama, data, tmp_path, monkeypatch) -> None:
+    calls = _count_rows(monkeypatch)
+    cfg = cfg_for(tiny_llama, data["pairwise"], tmp_path / "o", "train.max_steps=3")
+    out = run_dpo(cfg)
+    # The layout check (padded then shared, two groups), the reference pass in 3 batches and
+    # 3 training forwards; a row holds a prompt with both its responses, so a batch of 8 pairs
+    # needs at most 8 rows.
+    assert len(calls) == 2 + 3 + 3 and calls[0] == 4 and calls[1] <= 2
+    assert all(n <= 8 for n in calls[5:])
+    summary = json.loads((out / "summary.json").read_text())
+    padded = json.loads(
+        (
+            run_dpo(
+                cfg_for(
+                    tiny_llama,
+                    data["pairwise"],
+                    tmp_path / "p",
+                    "train.max_steps=3",
+                    "data.shared_prompt=false",
+                )
+            )
+            / "summary.json"
+        ).read_text()
+    )
+    assert_close(summary["final"]["loss"], padded["final"]["loss"], rtol=1e-4)
 
 
 @pytest.mark.parametrize(

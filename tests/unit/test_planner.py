@@ -156,8 +156,12 @@ def test_lora_and_checkpointing_shrink_what_they_should() -> None:
 
 def test_prompt_tokens_have_no_logits_in_sft_and_dpo_only() -> None:
     for recipe, shrinks in (("sft", True), ("dpo", True), ("grpo", False)):
-        whole = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput(recipe, seq_len=1000)).items}
-        short = PlanInput(recipe, seq_len=1000, prompt_len=600)
+        flat = {"shared_prompt": False}  # DPO: one padded row per response
+        whole = {
+            i.name: i.bytes
+            for i in plan_memory(ROUND, PlanInput(recipe, seq_len=1000, **flat)).items
+        }
+        short = PlanInput(recipe, seq_len=1000, prompt_len=600, **flat)
         items = {i.name: i.bytes for i in plan_memory(ROUND, short).items}
         rows = 2 if recipe == "dpo" else 1
         expected = rows * (400 if shrinks else 1000) * 10_000 * 14
@@ -169,6 +173,15 @@ def test_dpo_counts_chosen_and_rejected_rows() -> None:
     sft = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput("sft", batch_size=2)).items}
     dpo = {i.name: i.bytes for i in plan_memory(ROUND, PlanInput("dpo", batch_size=1)).items}
     assert dpo["activations"] == sft["activations"]
+
+
+def test_dpo_shared_prompt_runs_the_prompt_once() -> None:
+    def acts(shared: bool) -> int:
+        inp = PlanInput("dpo", seq_len=1000, prompt_len=600, shared_prompt=shared)
+        return {i.name: i.bytes for i in plan_memory(ROUND, inp).items}["activations"]
+
+    # 2 rows × 1000 tokens padded; one row of 600 + 2 × 400 tokens shared.
+    assert acts(True) * 2000 == acts(False) * 1400
 
 
 def test_parse_size() -> None:

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from alignkit.config import ModelConfig, Section, TrainConfig
 from alignkit.configs import RecipeSpec
+from alignkit.configs.reward import SHARED_PROMPT_HELP
 
 # The names of alignkit.losses.preference.PreferenceLoss. Spelled out here (not imported: that
 # module needs torch) so that --help and config errors list them; a unit test keeps the two
@@ -75,6 +76,7 @@ class PreferenceDataConfig(Section):
     chat_template: str = Field(
         "auto", description="auto | none | default | a Jinja template or .jinja path (as SFT)."
     )
+    shared_prompt: bool = Field(True, description=SHARED_PROMPT_HELP)
     limit: int | None = Field(None, ge=1, description="Use only the first N records (debugging).")
 
 

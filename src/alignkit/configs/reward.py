@@ -9,6 +9,14 @@ from pydantic import Field, model_validator
 from alignkit.config import ModelConfig, Section, TrainConfig
 from alignkit.configs import RecipeSpec
 
+SHARED_PROMPT_HELP = (
+    "Training batches hold each prompt once with all its responses after it (a block "
+    "attention mask: each response sees the prompt and itself), groups packed into "
+    "rows: the same numbers as padded rows at fewer token-positions. Checked against "
+    "padded rows on the first groups; falls back to them (and says why) for "
+    "attention implementations without custom masks, e.g. flash-attention."
+)
+
 
 class PreferenceDataConfig(Section):
     path: str = Field(
@@ -39,6 +47,7 @@ class PreferenceDataConfig(Section):
         "auto",
         description="auto | none | default | a Jinja template | a .jinja path (as for SFT); saved with the model.",
     )
+    shared_prompt: bool = Field(True, description=SHARED_PROMPT_HELP)
     on_invalid: Literal["error", "skip"] = Field(
         "error",
         description="Malformed records (repeated ranking indices, identical pair, empty response): stop with the record named, or skip and count them.",

@@ -6,7 +6,11 @@ log-ratio compares different contexts), so the prompt is rendered once and each 
 tokens are read off the rendering of prompt + response with the chat template.
 
 A batch of groups becomes one padded tensor, group-major (g0r0, g0r1, ..., g1r0, ...), so
-chosen and rejected (or all K ranked responses) go through the model in one forward.
+chosen and rejected (or all K ranked responses) go through the model in one forward; or, with
+``collate_shared_prompt``, rows that hold each group's prompt once followed by all of its
+responses, under a block attention mask (each response sees the prompt and itself), packed
+several groups to a row. The second layout computes the same numbers with the prompt's tokens
+run once instead of K times and no padding between responses.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import torch
 
-from alignkit.data.collate import Batch
+from alignkit.data.collate import Batch, pack_rows
 from alignkit.data.readers import DataError
 from alignkit.data.records import Comparison, Ranking, Text, Unpaired
 from alignkit.data.tokenize import IGNORE_INDEX, ChatFormatter
@@ -164,39 +168,93 @@ def _nonempty(out: list[Group], gt: GroupTokenizer, source: str) -> list[Group]:
 
 
 @dataclass
-class GroupBatch:
-    """Responses of several groups in one padded tensor, group-major.
+class SharedPromptRows:
+    """Groups laid out as ``prompt ⊕ response_0 ⊕ response_1 ⊕ …`` segments in packed rows.
 
-    ``group_of[i]`` is row i's group; ``index_in_group[i]`` its response index. Labels are
-    −100 on prompt and padding, so log-prob sums cover response tokens only.
+    ``allowed[b, 0, q, k]`` says whether token q may attend to token k: causally, within its
+    group, and only to the prompt or its own response (padding attends to itself only, so no
+    attention row is empty). Response positions continue from the prompt's end, so every
+    response sees exactly the positions and context it has in a row of its own. Indices are
+    into the flattened ``[B·T]`` outputs, responses in group-major order (as ``GroupBatch``):
+    ``last[r]`` is response r's last token (where a scalar head is read), and for every
+    response token ``src`` is the position whose output predicts it, ``tgt`` the token and
+    ``seg`` its response.
     """
 
-    batch: Batch
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    allowed: torch.Tensor
+    last: torch.Tensor
+    src: torch.Tensor
+    tgt: torch.Tensor
+    seg: torch.Tensor
+
+    def to(self, device: torch.device | str) -> SharedPromptRows:
+        return SharedPromptRows(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+    def model_inputs(self, eager: bool) -> dict[str, Any]:
+        """Forward kwargs with the block mask as transformers takes a custom 4D mask: boolean
+        for SDPA, additive (0 / dtype minimum, float32) for the eager implementation."""
+        mask: torch.Tensor = self.allowed
+        if eager:
+            mask = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+            mask.masked_fill_(~self.allowed, torch.finfo(torch.float32).min)
+        return {
+            "input_ids": self.input_ids,
+            "position_ids": self.position_ids,
+            "attention_mask": mask,
+            "use_cache": False,
+        }
+
+
+@dataclass
+class GroupBatch:
+    """Responses of several groups, group-major: ``batch`` holds one padded row per response
+    (labels −100 on prompt and padding, so log-prob sums cover response tokens only), or
+    ``shared`` holds the shared-prompt layout (then ``batch`` is None).
+
+    ``group_of[i]`` is response i's group; ``index_in_group[i]`` its response index.
+    """
+
+    batch: Batch | None
     group_of: torch.Tensor
     index_in_group: torch.Tensor
     groups: list[Group]
+    shared: SharedPromptRows | None = None
 
     @property
     def num_groups(self) -> int:
         return len(self.groups)
 
+    @property
+    def num_real_tokens(self) -> int:
+        """Prompt + response tokens of every response (a shared prompt counted per response,
+        so the figure does not depend on the layout)."""
+        return sum(
+            len(g.prompt_ids) * len(g.responses) + sum(map(len, g.responses)) for g in self.groups
+        )
+
     def to(self, device: torch.device | str) -> GroupBatch:
         return GroupBatch(
-            self.batch.to(device),
+            None if self.batch is None else self.batch.to(device),
             self.group_of.to(device),
             self.index_in_group.to(device),
             self.groups,
+            None if self.shared is None else self.shared.to(device),
         )
 
 
+def _group_index(groups: Sequence[Group]) -> tuple[torch.Tensor, torch.Tensor]:
+    group_of = [gi for gi, g in enumerate(groups) for _ in g.responses]
+    index_in = [ri for g in groups for ri in range(len(g.responses))]
+    return torch.tensor(group_of), torch.tensor(index_in)
+
+
 def collate_groups(groups: Sequence[Group], pad_id: int) -> GroupBatch:
-    rows: list[tuple[list[int], int]] = []
-    group_of, index_in = [], []
-    for gi, g in enumerate(groups):
-        for ri, resp in enumerate(g.responses):
-            rows.append((g.prompt_ids + resp, len(g.prompt_ids)))
-            group_of.append(gi)
-            index_in.append(ri)
+    """One right-padded row per response."""
+    rows: list[tuple[list[int], int]] = [
+        (g.prompt_ids + resp, len(g.prompt_ids)) for g in groups for resp in g.responses
+    ]
     width = max(len(r) for r, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -207,4 +265,68 @@ def collate_groups(groups: Sequence[Group], pad_id: int) -> GroupBatch:
         labels[i, plen : len(r)] = t[plen:]
         attn[i, : len(r)] = 1
     batch = Batch(ids, labels, attn, None, len(rows), int(attn.sum()))
-    return GroupBatch(batch, torch.tensor(group_of), torch.tensor(index_in), list(groups))
+    group_of, index_in = _group_index(groups)
+    return GroupBatch(batch, group_of, index_in, list(groups))
+
+
+def collate_shared_prompt(groups: Sequence[Group], pad_id: int, max_length: int) -> GroupBatch:
+    """The shared-prompt layout (:class:`SharedPromptRows`): groups best-fit packed into rows
+    of at most ``max(max_length, longest group)`` tokens."""
+    sizes = [len(g.prompt_ids) + sum(map(len, g.responses)) for g in groups]
+    rows = pack_rows(sizes, max(max_length, max(sizes)))
+    width = max(sum(sizes[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    # Every token's group (padding: a group of its own) and part (0 = prompt, 1 + response).
+    grp = -1 - torch.arange(len(rows) * width).view(len(rows), width)
+    part = torch.zeros((len(rows), width), dtype=torch.long)
+    first = [0] * len(groups)  # index of each group's first response in group-major order
+    for gi in range(1, len(groups)):
+        first[gi] = first[gi - 1] + len(groups[gi - 1].responses)
+    n_resp = first[-1] + len(groups[-1].responses)
+    last = [0] * n_resp
+    src: list[int] = []
+    tgt: list[int] = []
+    seg: list[int] = []
+    for r, row in enumerate(rows):
+        at = 0
+        for gi in row:
+            g = groups[gi]
+            p = len(g.prompt_ids)
+            base = r * width
+            ids[r, at : at + p] = torch.tensor(g.prompt_ids, dtype=torch.long)
+            pos[r, at : at + p] = torch.arange(p)
+            grp[r, at : at + p + sizes[gi] - p] = gi
+            start = at + p
+            for ri, resp in enumerate(g.responses):
+                n = len(resp)
+                ids[r, start : start + n] = torch.tensor(resp, dtype=torch.long)
+                pos[r, start : start + n] = torch.arange(p, p + n)
+                part[r, start : start + n] = 1 + ri
+                k = first[gi] + ri
+                last[k] = base + start + n - 1
+                # The prompt's last token predicts every response's first token (none when
+                # the prompt is empty, as in the padded layout's shifted labels).
+                preds = ([base + at + p - 1] if p else []) + [
+                    base + start + j for j in range(n - 1)
+                ]
+                src.extend(preds)
+                tgt.extend(resp[len(resp) - len(preds) :])
+                seg.extend([k] * len(preds))
+                start += n
+            at += sizes[gi]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    same_group = grp.unsqueeze(2) == grp.unsqueeze(1)
+    visible = (part.unsqueeze(1) == 0) | (part.unsqueeze(2) == part.unsqueeze(1))
+    allowed = (causal & same_group & visible).unsqueeze(1)
+    shared = SharedPromptRows(
+        ids,
+        pos,
+        allowed,
+        torch.tensor(last),
+        torch.tensor(src, dtype=torch.long),
+        torch.tensor(tgt, dtype=torch.long),
+        torch.tensor(seg, dtype=torch.long),
+    )
+    group_of, index_in = _group_index(groups)
+    return GroupBatch(None, group_of, index_in, list(groups), shared)

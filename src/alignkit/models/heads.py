@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from alignkit.config import LoraConfig, ModelConfig
+from alignkit.data.pairs import GroupBatch
 from alignkit.models.load import (
     ModelError,
     _check_folder,
@@ -43,6 +44,7 @@ from alignkit.models.load import (
     load_tokenizer,
     resolve_dtype,
 )
+from alignkit.models.logprobs import attention_implementation
 
 HeadKind = Literal["reward", "cost", "value"]
 HEAD_KINDS: tuple[str, ...] = ("reward", "cost", "value")
@@ -429,3 +431,15 @@ def scalar_scores(
     """Last-token scores through any wrapper (DDP and peft forward ``forward`` only, so the
     per-token values come from the wrapper and the read-out happens here)."""
     return gather_last(model(input_ids=input_ids, attention_mask=attention_mask), attention_mask)
+
+
+def group_scores(model: nn.Module, gb: GroupBatch) -> torch.Tensor:
+    """Scores ``[R]`` of every response of a group batch (group-major), in either layout."""
+    if gb.shared is None:
+        assert gb.batch is not None and gb.batch.attention_mask is not None
+        return scalar_scores(model, gb.batch.input_ids, gb.batch.attention_mask)
+    rows = gb.shared
+    inputs = rows.model_inputs(eager=attention_implementation(model) == "eager")
+    inputs.pop("use_cache")
+    values = model(**inputs)
+    return values.reshape(-1).index_select(0, rows.last)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alignkit.data.pairs import SharedPromptRows
 from alignkit.data.tokenize import IGNORE_INDEX
 
 
@@ -150,20 +151,62 @@ def target_logprobs(
     width = labels.shape[1]
     rows, cols = mask.nonzero(as_tuple=True)
     flat = rows * width + cols  # position t of row b predicts labels[b, t + 1]
+    logits = logits_at(model, head, inputs, flat)
+    logp = _picked_logprobs(logits, targets[mask], temperature)
+    out = logp.new_zeros(mask.shape).index_put((rows, cols), logp)
+    return out, mask.to(logp.dtype)
 
-    def keep_targets(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+
+def logits_at(
+    model: torch.nn.Module, head: torch.nn.Module, inputs: dict[str, Any], flat: torch.Tensor
+) -> torch.Tensor:
+    """float32 logits ``[len(flat), V]`` at the flattened ``[B·T]`` positions ``flat`` only: a
+    forward pre-hook on the output embeddings drops every other hidden state before the head."""
+
+    def keep(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         hidden = args[0]
         return (hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat), *args[1:])
 
-    handle = head.register_forward_pre_hook(keep_targets)
+    handle = head.register_forward_pre_hook(keep)
     try:
         logits = model(**inputs).logits.float()
     finally:
         handle.remove()
-    logits = logits.reshape(-1, logits.shape[-1])
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _picked_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
     if temperature != 1.0:
         logits = logits / temperature
-    picked = logits.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-    logp = picked - torch.logsumexp(logits, dim=-1)
-    out = logp.new_zeros(mask.shape).index_put((rows, cols), logp)
-    return out, mask.to(logp.dtype)
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def shared_prompt_logprobs(
+    model: torch.nn.Module, rows: SharedPromptRows, temperature: float = 1.0
+) -> torch.Tensor:
+    """log π of every response token ``[N]`` of a shared-prompt batch (``rows.tgt`` at
+    ``rows.src``), the LM head applied at those positions only."""
+    inputs = rows.model_inputs(eager=attention_implementation(model) == "eager")
+    head = output_head(model)
+    if head is None:
+        logits = model(**inputs).logits.float()
+        logits = logits.reshape(-1, logits.shape[-1]).index_select(0, rows.src)
+    else:
+        logits = logits_at(model, head, inputs, rows.src)
+    return _picked_logprobs(logits, rows.tgt, temperature)
+
+
+def attention_implementation(model: torch.nn.Module) -> str | None:
+    """``config._attn_implementation`` of the model inside DDP / peft / scalar-head wrappers."""
+    m: Any = model
+    for _ in range(4):
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            return cfg._attn_implementation
+        m = getattr(m, "module", None) or getattr(m, "base_model", None)
+        if m is None:
+            break
+    return None

@@ -21,7 +21,7 @@ import copy
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -30,15 +30,23 @@ from torch import nn
 
 from alignkit.data.pairs import Group, GroupBatch, collate_groups
 from alignkit.models.load import disable_dropout, is_peft
-from alignkit.models.logprobs import target_logprobs
+from alignkit.models.logprobs import shared_prompt_logprobs, target_logprobs
 
 
 def sequence_logps(model: nn.Module, gb: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed completion log-probs, completion lengths), both ``[groups, responses]``, from
     one forward over all rows (chosen and rejected concatenated, group-major)."""
+    k = gb.group_of.numel() // gb.num_groups
+    if gb.shared is not None:
+        rows = gb.shared
+        tok = shared_prompt_logprobs(model, rows)
+        n = gb.group_of.numel()
+        summed = tok.new_zeros(n).index_add(0, rows.seg, tok)
+        lengths = torch.bincount(rows.seg, minlength=n).to(tok.dtype)
+        return summed.view(-1, k), lengths.view(-1, k)
+    assert gb.batch is not None
     # The LM head runs at completion positions only (prompt and padding logits are unused).
     logp, mask = target_logprobs(model, gb.batch.model_inputs(), gb.batch.labels)
-    k = gb.batch.input_ids.shape[0] // gb.num_groups
     return logp.sum(-1).view(-1, k), mask.sum(-1).view(-1, k)
 
 
@@ -94,6 +102,7 @@ class Reference:
         pad_id: int,
         device: torch.device,
         write: bool = True,
+        collate: Callable[[Sequence[Group]], GroupBatch] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Reference log-probs ``[groups, responses]`` of every named group list, reused from
         ``cache`` when its fingerprint (``tag`` and every token) matches, else computed and,
@@ -113,7 +122,8 @@ class Reference:
             order = sorted(range(len(groups)), key=lambda i: _longest(groups[i]))
             for s in range(0, len(order), batch_size):
                 idx = order[s : s + batch_size]
-                gb = collate_groups([groups[i] for i in idx], pad_id).to(device)
+                chunk = [groups[i] for i in idx]
+                gb = (collate(chunk) if collate else collate_groups(chunk, pad_id)).to(device)
                 rows[idx] = self.logps(gb).float().cpu()
             out[name] = rows
         if write:

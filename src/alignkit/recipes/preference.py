@@ -36,7 +36,6 @@ from alignkit.data.pairs import (
     Group,
     GroupBatch,
     GroupTokenizer,
-    collate_groups,
     tokenize_comparisons,
     tokenize_rankings,
     tokenize_unpaired,
@@ -72,6 +71,7 @@ from alignkit.models.load import (
     save_hf_folder,
 )
 from alignkit.models.reference import Reference, freeze, frozen_copy, sequence_logps
+from alignkit.models.shared_prompt import group_collator
 from alignkit.recipes.common import Timer, Windows, prepare_run_dir, set_seed, write_summary
 from alignkit.rollout.generate import SamplingConfig, generate
 from alignkit.rollout.judges import Judge, load_judge
@@ -356,6 +356,9 @@ def train_round(
     cfg, dist = run.cfg, run.dist
     pad, bs = run.tokenizer.pad_token_id, cfg.train.batch_size
     refs: dict[str, torch.Tensor] = {}
+    collate = group_collator(
+        run.model, train, pad, cfg.data.max_length, cfg.data.shared_prompt, "logps", dist.print
+    )
     if run.reference.mode == "precompute":
         named = {"train": train, **({"eval": evals} if evals else {})}
         tag = f"{cfg.reference_model or cfg.model.path}|current={run.reference.use_current_policy}"
@@ -368,13 +371,14 @@ def train_round(
             pad,
             dist.device,
             write=dist.is_main,
+            collate=collate,
         )
         if not cfg.iterations:
             run.reference.frozen = None  # a loaded reference_model is not needed any more
         dist.print(f"[dpo] reference log-probs: {run.reference.seconds:.1f}s (cached in {out_dir})")
 
     def batch(groups: list[Group], ref: torch.Tensor | None, idx: list[int]) -> PrefBatch:
-        gb = collate_groups([groups[i] for i in idx], pad).to(dist.device)
+        gb = collate([groups[i] for i in idx]).to(dist.device)
         return PrefBatch(gb, None if ref is None else ref[idx])
 
     windows = Windows(
@@ -404,7 +408,7 @@ def train_round(
         run.step,
         count=lambda b: b.gb.num_groups,
         eval_fn=(lambda m: evaluate(run.step, m, eval_batches)) if eval_batches else None,
-        tokens=lambda b: b.gb.batch.num_real_tokens,
+        tokens=lambda b: b.gb.num_real_tokens,
     )
     run.model = trainer.unwrapped
     return {"steps": total, "train_groups": len(train), "eval_groups": len(evals), "final": last}

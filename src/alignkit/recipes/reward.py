@@ -65,9 +65,10 @@ from alignkit.losses.reward import (
     plackett_luce_loss,
 )
 from alignkit.losses.safety import cost_model_loss
-from alignkit.models.heads import HeadKind, load_scalar_model, scalar_scores, unwrap_scalar
+from alignkit.models.heads import HeadKind, group_scores, load_scalar_model, unwrap_scalar
 from alignkit.models.load import count_parameters, save_hf_folder
 from alignkit.models.scorer import RewardEnsemble, RewardScorer, Scorer
+from alignkit.models.shared_prompt import group_collator
 from alignkit.recipes.common import Timer, Windows, prepare_run_dir, set_seed, write_summary
 
 __all__ = ["RewardEnsemble", "RewardScorer", "Scorer", "run_cost", "run_reward"]
@@ -202,8 +203,7 @@ def as_loss_fn(step: StepLoss, decorrelation: float = 0.0) -> LossFn:
     def loss_fn(
         model: nn.Module, gb: GroupBatch, normaliser: float
     ) -> tuple[Tensor, dict[str, Any]]:
-        assert gb.batch.attention_mask is not None
-        scores = scalar_scores(model, gb.batch.input_ids, gb.batch.attention_mask)
+        scores = group_scores(model, gb)
         length_term = unwrap_scalar(model).length_term
         extra = scores.new_zeros(())
         out: dict[str, Any] = {}
@@ -330,8 +330,12 @@ def train_scalar_model(
     decorrelation = cfg.loss.length_decorrelation if isinstance(cfg, RewardConfig) else 0.0
     loss_fn = as_loss_fn(step, decorrelation)
 
+    collate = group_collator(
+        model, groups, pad_id, cfg.data.max_length, cfg.data.shared_prompt, "scores", dist.print
+    )
+
     def make_batch(idx: list[int]) -> GroupBatch:
-        return collate_groups([groups[i] for i in idx], pad_id).to(dist.device)
+        return collate([groups[i] for i in idx]).to(dist.device)
 
     windows = Windows(
         len(groups), cfg.train.batch_size, cfg.train.grad_accum, cfg.train.seed, make_batch, dist
@@ -349,7 +353,7 @@ def train_scalar_model(
         loss_fn,
         count=lambda gb: gb.num_groups,
         eval_fn=evaluate if eval_groups else None,
-        tokens=lambda gb: gb.batch.num_real_tokens,
+        tokens=lambda gb: gb.num_real_tokens,
     )
     scalar = unwrap_scalar(trainer.unwrapped)
     scalar.meta.update(
