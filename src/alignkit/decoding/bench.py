@@ -396,6 +396,109 @@ def build_reading_data(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": len(rows), "records": len(recs)}
 
 
+def build_counterfactual_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Reading practice that memory cannot pass (retrieval-augmented fine-tuning with
+    distractors, as in RAFT): questions about *invented* entities whose only source is their
+    passage, retrieved with BM25 from the world's knowledge base plus the invented passages
+    (so the other retrieved passages are distractors); questions about invented names that
+    have no passage, and about attributes no passage states, answered "I don't know" although
+    passages about others are in the prompt; the world's training-split fact and unanswerable
+    questions with their passages (and half of the fact ones plain); and plain demonstrations
+    of the other helpful categories, so nothing else is forgotten. No eval prompt, fact or name
+    is used.
+    """
+    from dataclasses import replace
+
+    from alignkit.data.readers import write_jsonl
+    from alignkit.decoding.rag import RAG, BM25Retriever, Passage, read_knowledge_base
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.responses import ideal_response
+    from alignkit.sandbox.world import (
+        CITY_ATTRS,
+        FACT_QUESTIONS,
+        MISSING_ATTRS,
+        MISSING_QUESTIONS,
+        PERSON_ATTRS,
+        PromptFactory,
+    )
+
+    world_dir = Path(args.world)
+    world = load_world(world_dir)
+    rng = random.Random(args.seed + 2)
+    present = world.invent(args.invented // 2, args.invented - args.invented // 2, rng)
+    absent = world.invent(args.invented // 4, args.invented // 4, rng)
+    # Names must not collide across the two invented sets either.
+    names = {e.name for e in present}
+    absent = [e for e in absent if e.name not in names]
+    shadow = replace(world, entities=[*world.entities, *present])
+    kb = read_knowledge_base(world_dir / "kb.jsonl") + [
+        Passage(e.id, e.name, shadow.passage(e)) for e in present
+    ]
+    rag = RAG(BM25Retriever(kb), RAGConfig(k=args.k))
+    grounded: list[dict[str, Any]] = []  # (record, ideal answer) rows that get passages
+    for e in present:
+        for attr in sorted(e.attrs):
+            q = rng.choice(FACT_QUESTIONS[attr]).format(e=e.name)
+            grounded.append(
+                {
+                    "prompt": q,
+                    "completion": shadow.fact_sentence(e.id, attr),
+                    "category": "fact",
+                    "subtype": "invented",
+                }
+            )
+        attr = rng.choice(MISSING_ATTRS[e.kind])
+        rec = {
+            "category": "unanswerable",
+            "subtype": "unknown_attribute",
+            "entity": e.name,
+            "entity_id": e.id,
+            "attribute": attr,
+        }
+        q = rng.choice(MISSING_QUESTIONS[attr]).format(e=e.name)
+        grounded.append({**rec, "prompt": q, "completion": ideal_response(shadow, rec)})
+    for e in absent:
+        attr = rng.choice(CITY_ATTRS + PERSON_ATTRS)
+        rec = {"category": "unanswerable", "subtype": "unknown_entity", "entity": e.name}
+        q = rng.choice(FACT_QUESTIONS[attr]).format(e=e.name)
+        grounded.append({**rec, "prompt": q, "completion": ideal_response(shadow, rec)})
+    exclude = {r["prompt"] for r in read_jsonl_dicts(world_dir / "eval.jsonl")}
+    factory = PromptFactory(world, "train")
+    real = factory.sample("fact", args.real, rng, exclude=exclude)
+    real += factory.sample("unanswerable", args.real // 3, rng, exclude=exclude)
+    real_rows = [
+        {
+            "prompt": r["prompt"],
+            "completion": ideal_response(world, r),
+            "category": r["category"],
+            "subtype": r["subtype"],
+        }
+        for r in real
+    ]
+    augmented, _ = rag([r["prompt"] for r in grounded + real_rows])
+    rows = [{**r, "prompt": a} for r, a in zip(grounded + real_rows, augmented, strict=True)]
+    # Half of the real questions again without passages, answered from memory; unanswerable
+    # ones only with --plain-unanswerable (otherwise the top-up teaches abstaining through
+    # the passages alone and leaves the model's own honesty to preference alignment).
+    plain = [r for r in real_rows if args.plain_unanswerable or r["category"] == "fact"]
+    rows += plain[::2]
+    # The helpful-only demonstrations the sandbox SFT model was trained on, so the top-up
+    # teaches reading and nothing the pipeline leaves to preference alignment.
+    helpful = world_dir / "sft_helpful.jsonl"
+    sft = read_jsonl_dicts(helpful if helpful.is_file() else world_dir / "sft.jsonl")
+    others = [r for r in sft if r["category"] not in ("fact", "unanswerable", "arithmetic")]
+    rows += rng.sample(others, min(args.others, len(others)))
+    rng.shuffle(rows)
+    write_jsonl(args.out_file, rows)
+    return {
+        "rows": len(rows),
+        "invented_present": len(present),
+        "invented_absent": len(absent),
+        "real_records": len(real),
+        "kb_passages": len(kb),
+    }
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     cols: list[str] = []
@@ -429,6 +532,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     rd.add_argument("--k", type=int, default=2)
     rd.add_argument("--reading", type=int, default=600)
     rd.add_argument("--seed", type=int, default=0)
+    cf = sub.add_parser("counterfactual-data")
+    cf.add_argument("--world", default="runs/sandbox/world")
+    cf.add_argument("--out-file", default="runs/decoding/counterfactual_sft.jsonl")
+    cf.add_argument("--k", type=int, default=2)
+    cf.add_argument("--invented", type=int, default=600)
+    cf.add_argument("--real", type=int, default=600)
+    cf.add_argument("--others", type=int, default=400)
+    cf.add_argument("--plain-unanswerable", action="store_true")
+    cf.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -455,9 +567,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if name == "cot":
             p.add_argument("--n", type=int, default=200)
     args = ap.parse_args(argv)
-    if args.experiment in ("data", "reading-data"):
-        build = build_aids_data if args.experiment == "data" else build_reading_data
-        print(json.dumps(build(args)))
+    builders = {
+        "data": build_aids_data,
+        "reading-data": build_reading_data,
+        "counterfactual-data": build_counterfactual_data,
+    }
+    if args.experiment in builders:
+        print(json.dumps(builders[args.experiment](args)))
         return
     fn = {"cbf": run_cbf, "bon": run_bon, "rag": run_rag, "cot": run_cot}[args.experiment]
     result = fn(args)

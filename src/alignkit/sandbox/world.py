@@ -560,6 +560,49 @@ class World:
             eval_facts=eval_facts,
         )
 
+    def invent(self, n_cities: int, n_people: int, rng: random.Random) -> list[Entity]:
+        """New entities with new names (no stem of any name of this world) and values drawn
+        from its domains: counterfactual reading material whose facts no model of this world
+        can know, so only a passage can answer questions about them. Ids start with
+        ``invented``; a person's city is a city of this world."""
+        used = {
+            stem(n)
+            for n in (
+                *self.countries,
+                *self.rivers,
+                *(e.name for e in self.entities),
+                *self.unknown_names_train,
+                *self.unknown_names_eval,
+            )
+        }
+        out = [
+            Entity(
+                f"invented_city{i:03d}",
+                "city",
+                _make_name(rng, used, None),
+                {
+                    "country": rng.choice(self.countries),
+                    "river": rng.choice(self.rivers),
+                    "food": rng.choice(FOODS),
+                },
+            )
+            for i in range(n_cities)
+        ]
+        out += [
+            Entity(
+                f"invented_person{i:03d}",
+                "person",
+                _make_person(rng, used),
+                {
+                    "job": rng.choice(JOBS),
+                    "city": rng.choice(self.cities).name,
+                    "pet": rng.choice(PETS),
+                },
+            )
+            for i in range(n_people)
+        ]
+        return out
+
     # ----------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         return {
