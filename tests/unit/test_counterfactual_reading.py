@@ -1,4 +1,4 @@
-"""Counterfactual reading practice: invented entities only a passage can answer about."""
+"""Decoding-aid training sets: counterfactual reading practice and the arithmetic curriculum."""
 
 from __future__ import annotations
 
@@ -61,3 +61,26 @@ def test_rows_answer_from_passages_and_leave_eval_alone(world_dir: Path, tmp_pat
     world = load_world(world_dir)
     names = {e.name for e in world.entities}
     assert not {r["completion"].split()[0] for r in invented} & names
+
+
+def test_arithmetic_curriculum_is_right_and_held_out(world_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "arith.jsonl"
+    bench_main(
+        ["arithmetic-data", "--world", str(world_dir), "--out-file", str(out)]
+        + ["--drills", "50", "--chains", "10", "--others-repeat", "1"]
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    eval_prompts = {json.loads(x)["prompt"] for x in (world_dir / "eval.jsonl").open()}
+    assert not {r["prompt"] for r in rows} & eval_prompts
+    drills = [r for r in rows if r.get("subtype") == "drill"]
+    assert len(drills) == 100  # each operation directly and written out
+    for r in drills:
+        assert r["completion"].endswith(f"The answer is {r['gold']}.")
+        if "=" in r["completion"]:
+            a, op, b, _, c = r["completion"].split(".")[0].split()
+            x, y = int(a), int(b)
+            assert (x + y if op == "+" else x - y if op == "-" else x * y) == int(c)
+    chains = [r for r in rows if r.get("subtype") in ("multi", "word")]
+    direct = [r for r in chains if "=" not in r["completion"]]
+    assert len(direct) == len(chains) // 2 == 10
+    assert any(r["category"] not in ("arithmetic",) for r in rows)  # the SFT demonstrations

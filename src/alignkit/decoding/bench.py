@@ -499,6 +499,93 @@ def build_counterfactual_data(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _single_steps(rng: random.Random, n: int) -> list[tuple[int, str, int]]:
+    """``n`` single operations ``(a, op, b)`` as they occur inside the world's multi-step
+    problems: a first step (a ± b with operands 1–20, a × b with 2–9) or a second step on its
+    result (± 1–20, or − something smaller)."""
+    out: list[tuple[int, str, int]] = []
+    while len(out) < n:
+        first = rng.choice("+-*")
+        a = rng.randint(2, 9) if first == "*" else rng.randint(1, 20)
+        b = rng.randint(2, 9) if first == "*" else rng.randint(1, 20)
+        if first == "-" and b > a:
+            a, b = b, a
+        if rng.random() < 0.5:
+            out.append((a, first, b))
+            continue
+        ab = a * b if first == "*" else a + b if first == "+" else a - b
+        if ab < 2:
+            continue
+        second = rng.choice("+-")
+        c = rng.randint(1, ab - 1) if second == "-" else rng.randint(1, 20)
+        out.append((ab, second, c))
+    return out
+
+
+def build_arithmetic_data(args: argparse.Namespace) -> dict[str, Any]:
+    """An arithmetic curriculum for chain of thought: single operations first, then chains.
+
+    The sandbox SFT model's written steps are wrong ("18 + 16 = 26"), and reasoning only helps
+    a model whose single steps are right. This set drills the single operations that the
+    world's multi-step problems are made of, each both as a direct answer ("The answer is 34.")
+    and, after the CoT instruction, written out ("18 + 16 = 34. The answer is 34."); then the
+    world's training-split multi-step and word problems, each both directly and step by step,
+    so that answering directly and reasoning first are trained on the same problems; and the
+    SFT model's other demonstrations, repeated, so that nothing else is forgotten. No eval
+    prompt is used (``bench cot`` draws its fresh problems from the eval split).
+    """
+    from alignkit.data.readers import write_jsonl
+    from alignkit.decoding.cot import cot_prompt
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.world import PromptFactory
+
+    world_dir = Path(args.world)
+    rng = random.Random(args.seed + 3)
+    cfg = CoTConfig()
+    words = {"+": "plus", "-": "minus", "*": "times"}
+    rows: list[dict[str, Any]] = []
+    for a, op, b in _single_steps(rng, args.drills):
+        c = a + b if op == "+" else a - b if op == "-" else a * b
+        q = rng.choice((f"What is {a} {words[op]} {b}?", f"What is {a} {op} {b}?"))
+        base = {"category": "arithmetic", "subtype": "drill", "gold": str(c)}
+        rows.append({**base, "prompt": q, "completion": f"The answer is {c}."})
+        rows.append(
+            {
+                **base,
+                "prompt": cot_prompt(q, cfg),
+                "completion": f"{a} {op} {b} = {c}. The answer is {c}.",
+            }
+        )
+    exclude = {r["prompt"] for r in read_jsonl_dicts(world_dir / "eval.jsonl")}
+    factory = PromptFactory(load_world(world_dir), "train")
+    chains = [
+        r
+        for r in factory.sample("arithmetic", 3 * args.chains, rng, exclude=exclude)
+        if r.get("subtype") in ("multi", "word")
+    ][: args.chains]
+    for rec in chains:
+        answer = f"The answer is {rec['gold']}."
+        rows.append({**rec, "completion": answer})
+        steps = ". ".join(rec["steps"])
+        rows.append(
+            {**rec, "prompt": cot_prompt(rec["prompt"], cfg), "completion": f"{steps}. {answer}"}
+        )
+    # Without the SFT model's own demonstrations mixed in, 16,000 number answers teach it to
+    # answer everything with a number (fact accuracy 0.95 -> 0 in a first run).
+    helpful = world_dir / "sft_helpful.jsonl"
+    sft = read_jsonl_dicts(helpful if helpful.is_file() else world_dir / "sft.jsonl")
+    others = [r for r in sft if r["category"] != "arithmetic"]
+    rows += others * args.others_repeat
+    rng.shuffle(rows)
+    write_jsonl(args.out_file, rows)
+    return {
+        "rows": len(rows),
+        "drills": args.drills,
+        "chains": len(chains),
+        "other_demonstrations": len(others) * args.others_repeat,
+    }
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     cols: list[str] = []
@@ -541,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     cf.add_argument("--others", type=int, default=400)
     cf.add_argument("--plain-unanswerable", action="store_true")
     cf.add_argument("--seed", type=int, default=0)
+    ar = sub.add_parser("arithmetic-data")
+    ar.add_argument("--world", default="runs/sandbox/world")
+    ar.add_argument("--out-file", default="runs/decoding/arithmetic_sft.jsonl")
+    ar.add_argument("--drills", type=int, default=8000)
+    ar.add_argument("--chains", type=int, default=1500)
+    ar.add_argument("--others-repeat", type=int, default=3)
+    ar.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -571,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "data": build_aids_data,
         "reading-data": build_reading_data,
         "counterfactual-data": build_counterfactual_data,
+        "arithmetic-data": build_arithmetic_data,
     }
     if args.experiment in builders:
         print(json.dumps(builders[args.experiment](args)))
