@@ -46,9 +46,10 @@ def run_guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except _user_errors() as e:
-        # The message itself may contain brackets (paths, lists): print it without markup.
+        # The message itself may contain brackets (paths, lists): print it without markup, and
+        # unwrapped (soft_wrap), so a long path stays one piece that can be copied.
         console.print("[bold red]error:[/]", end=" ")
-        console.print(str(e), highlight=False, markup=False)
+        console.print(str(e), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
