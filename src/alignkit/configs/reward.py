@@ -173,14 +173,28 @@ class RewardConfig(Section):
         return self
 
 
+class CostDataConfig(PreferenceDataConfig):
+    prefix_copies: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description=(
+            "Training only: add this many truncated copies of every pair, each response cut "
+            "after a random 1 to n-1 of its n tokens with its safety label kept, so the model also "
+            "scores partial responses, as a decoding-time safety filter (CBF) asks of it. "
+            "0 = complete responses only."
+        ),
+    )
+
+
 class CostConfig(Section):
     """Train a Safe RLHF cost model on safety-labelled pairs (safe → negative cost)."""
 
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="Causal LM (or saved model) to start from."
     )
-    data: PreferenceDataConfig = Field(
-        default_factory=PreferenceDataConfig,
+    data: CostDataConfig = Field(
+        default_factory=CostDataConfig,
         description="Pairs with chosen_safe/rejected_safe (and safer), or PKU-SafeRLHF rows.",
     )
     loss: CostLossConfig = Field(default_factory=CostLossConfig, description="Cost loss.")

@@ -139,6 +139,32 @@ def add_irrelevant_negatives(groups: Sequence[Group], share: float, seed: int) -
     return out
 
 
+def add_prefixes(groups: Sequence[Group], copies: int, seed: int) -> list[Group]:
+    """``groups`` plus ``copies`` truncated versions of each: every response cut after a
+    uniformly drawn 1 … n−1 of its n tokens, order and safety labels kept, so a cost
+    model learns to score the partial responses a decoding-time filter shows it. A copy whose
+    truncated responses coincide is left out. Deterministic given ``seed``."""
+    out = list(groups)
+    rng = random.Random(f"prefixes-{seed}")
+    for _ in range(copies):
+        for g in groups:
+            cut = [r[: rng.randint(1, len(r) - 1)] if len(r) > 1 else r for r in g.responses]
+            if any(not c for c in cut) or len({tuple(c) for c in cut}) < len(cut):
+                continue
+            out.append(
+                Group(
+                    g.prompt_ids,
+                    cut,
+                    list(g.order),
+                    list(g.labels),
+                    list(g.safe),
+                    g.margin,
+                    {**g.extra, "prefix": True},
+                )
+            )
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Losses: which pure function, chosen by config (variants are data)
 # --------------------------------------------------------------------------------------------
@@ -305,6 +331,10 @@ def train_scalar_model(
         before = len(groups)
         groups = add_irrelevant_negatives(groups, cfg.data.irrelevant_negatives, cfg.train.seed)
         dist.print(f"{tag} irrelevant negatives: {len(groups) - before} pairs added")
+    if isinstance(cfg, CostConfig) and cfg.data.prefix_copies:
+        before = len(groups)
+        groups = add_prefixes(groups, cfg.data.prefix_copies, cfg.train.seed)
+        dist.print(f"{tag} prefixes: {len(groups) - before} truncated pairs added")
     if pairs_only:
         groups = expand_to_pairs(groups)
     eval_groups: list[Group] = []
