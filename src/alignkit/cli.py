@@ -214,15 +214,54 @@ def eval_command(
     max_new_tokens: int = typer.Option(64, help="Maximum tokens per response."),
     batch_size: int = typer.Option(16, help="Prompts per batch (non-sandbox suites)."),
     chat_template: str = typer.Option("auto", help="Chat template policy (non-sandbox suites)."),
+    rag: Path = typer.Option(
+        None, "--rag", help="Sandbox: answer with retrieval from this knowledge base (JSONL)."
+    ),
+    rag_k: int = typer.Option(3, "--rag-k", help="Passages per prompt with --rag."),
+    safety_model: str = typer.Option(
+        None, "--safety-model", help="Sandbox: decode through the CBF filter with this h."
+    ),
+    alpha: float = typer.Option(0.3, "--alpha", help="CBF rate α with --safety-model."),
+    cot: bool = typer.Option(False, "--cot", help="Sandbox: prompt to reason step by step."),
 ) -> None:
     """Score a model on an evaluation suite and print the metrics."""
 
     def go() -> None:
+        aids = rag is not None or safety_model is not None or cot
         if suite == "sandbox":
             from alignkit.evaluation.sandbox_eval import evaluate_model
 
-            metrics = evaluate_model(model, world, reference, out, limit, max_new_tokens)
-        else:
+            decoding = None
+            if aids:
+                from pydantic import ValidationError
+
+                from alignkit.decoding.pipeline import DecodingConfig
+
+                try:
+                    decoding = DecodingConfig.model_validate(
+                        {
+                            "model": str(model),
+                            "safety_model": safety_model,
+                            "cbf": {"alpha": alpha},
+                            "rag": str(rag) if rag else None,
+                            "retrieval": {"k": rag_k},
+                            "cot": cot,
+                        }
+                    )
+                except ValidationError as e:
+                    flags = {"cbf": "--alpha", "retrieval": "--rag-k"}
+                    raise ConfigError(
+                        "; ".join(
+                            f"{flags.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
+                            for err in e.errors()
+                        )
+                    ) from None
+            metrics = evaluate_model(
+                model, world, reference, out, limit, max_new_tokens, decoding=decoding
+            )
+        elif aids:
+            raise ConfigError("--rag, --safety-model and --cot evaluate on --suite sandbox only")
+        if suite != "sandbox":
             from alignkit.evaluation.suites import SUITES, run_suite
 
             if suite not in SUITES:

@@ -60,15 +60,25 @@ def model_responses(
     seed: int = 0,
     tag: str = "greedy",
     model_tokenizer: tuple[Any, Any] | None = None,
+    decoding: Any = None,
 ) -> list[dict[str, Any]]:
-    """Responses of the model to ``records`` (cached in ``<model>/eval/``)."""
+    """Responses of the model to ``records`` (cached in ``<model>/eval/``); with ``decoding``
+    (a :class:`~alignkit.decoding.pipeline.DecodingConfig`) through its decoding-time aids
+    (retrieval, CBF filter, chain of thought), with ``sampling`` as the sampler."""
     mdir = Path(model_dir)
+    if decoding is not None:
+        decoding = decoding.model_copy(update={"model": str(mdir), "sampling": sampling})
+        tag = f"{tag}|{decoding.model_dump_json()}"
     key = _cache_key(mdir, Path(world_dir), sampling, limit, tag)
     cache = mdir / "eval" / f"responses-{key}.jsonl"
     if cache.exists():
         rows = read_jsonl_dicts(cache)
         if len(rows) == len(records):
             return rows
+    if decoding is not None:
+        rows = _decoded_responses(decoding, records)
+        write_jsonl(cache, rows)
+        return rows
     model, tok = model_tokenizer or load_causal_lm(ModelConfig(path=str(mdir)), for_training=False)
     gens = generate(model, tok, [r["prompt"] for r in records], sampling, seed=seed)
     rows = [
@@ -83,6 +93,32 @@ def model_responses(
         for r, g in zip(records, gens, strict=True)
     ]
     write_jsonl(cache, rows)
+    return rows
+
+
+def _decoded_responses(decoding: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from alignkit.decoding.pipeline import build_decoder
+
+    decoder = build_decoder(decoding)
+    results = decoder.generate(
+        [r["prompt"] for r in records],
+        records=[{k: v for k, v in r.items() if k != "prompt"} for r in records],
+    )
+    rows = []
+    for r, res in zip(records, results, strict=True):
+        s = res.samples[0]
+        row = {
+            "id": r.get("id"),
+            "prompt": r["prompt"],
+            "response": s.text,
+            "finished": s.finished,
+            "completion_tokens": s.completion_tokens,
+        }
+        if s.cbf is not None:
+            row["cbf_interventions"] = s.cbf["interventions"]
+        if res.passages is not None:
+            row["passages"] = [p.passage.id for p in res.passages]
+        rows.append(row)
     return rows
 
 
@@ -125,12 +161,17 @@ def evaluate_model(
     max_new_tokens: int = 64,
     with_kl: bool = True,
     seed: int = 0,
+    decoding: Any = None,
 ) -> dict[str, Any]:
-    """Gold metrics of a model on the world's held-out set (and vs a reference model)."""
+    """Gold metrics of a model on the world's held-out set (and vs a reference model).
+
+    With ``decoding`` (a ``DecodingConfig``: retrieval, CBF filter, chain of thought) the
+    model's responses go through those aids, greedy as always; the reference's do not. The
+    KL estimate is then left out: it would be the model's without the aids."""
     oracle = GoldOracle.from_dir(world_dir)
     records = eval_prompts(world_dir, limit)
     sampling = DEFAULT_SAMPLING.model_copy(update={"max_new_tokens": max_new_tokens})
-    rows = model_responses(model_dir, world_dir, records, sampling, limit, seed)
+    rows = model_responses(model_dir, world_dir, records, sampling, limit, seed, decoding=decoding)
     responses = [r["response"] for r in rows]
     ref_responses = None
     if reference_dir is not None:
@@ -139,9 +180,26 @@ def evaluate_model(
     metrics = evaluate_responses(oracle, records, responses, ref_responses)
     metrics["no_eos_rate"] = round(sum(not r["finished"] for r in rows) / max(1, len(rows)), 6)
     metrics["mean_length_tokens"] = round(
-        sum(len(r["completion_ids"]) for r in rows) / max(1, len(rows)), 3
+        sum(r.get("completion_tokens", len(r.get("completion_ids") or [])) for r in rows)
+        / max(1, len(rows)),
+        3,
     )
-    if reference_dir is not None and with_kl:
+    if decoding is not None:
+        cbf = [r["cbf_interventions"] for r in rows if "cbf_interventions" in r]
+        if cbf:
+            metrics["cbf_interventions_per_response"] = round(sum(cbf) / len(cbf), 4)
+        metrics["decoding"] = {
+            k: v
+            for k, v in {
+                "rag": decoding.rag,
+                "rag_k": decoding.retrieval.k if decoding.rag else None,
+                "safety_model": decoding.safety_model,
+                "alpha": decoding.cbf.alpha if decoding.safety_model else None,
+                "cot": decoding.cot or None,
+            }.items()
+            if v is not None
+        }
+    if reference_dir is not None and with_kl and decoding is None:
         metrics["kl_to_reference"] = round(
             kl_to_reference(
                 model_dir, reference_dir, world_dir, records, limit, max_new_tokens, seed
