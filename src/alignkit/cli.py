@@ -228,6 +228,8 @@ def eval_command(
 
     def go() -> None:
         aids = rag is not None or safety_model is not None or cot
+        if aids and suite != "sandbox":
+            raise ConfigError("--rag, --safety-model and --cot evaluate on --suite sandbox only")
         if suite == "sandbox":
             from alignkit.evaluation.sandbox_eval import evaluate_model
 
@@ -259,9 +261,7 @@ def eval_command(
             metrics = evaluate_model(
                 model, world, reference, out, limit, max_new_tokens, decoding=decoding
             )
-        elif aids:
-            raise ConfigError("--rag, --safety-model and --cot evaluate on --suite sandbox only")
-        if suite != "sandbox":
+        else:
             from alignkit.evaluation.suites import SUITES, run_suite
 
             if suite not in SUITES:

@@ -15,6 +15,7 @@ run once instead of K times and no padding between responses.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,11 +281,9 @@ def collate_shared_prompt(groups: Sequence[Group], pad_id: int, max_length: int)
     # Every token's group (padding: a group of its own) and part (0 = prompt, 1 + response).
     grp = -1 - torch.arange(len(rows) * width).view(len(rows), width)
     part = torch.zeros((len(rows), width), dtype=torch.long)
-    first = [0] * len(groups)  # index of each group's first response in group-major order
-    for gi in range(1, len(groups)):
-        first[gi] = first[gi - 1] + len(groups[gi - 1].responses)
-    n_resp = first[-1] + len(groups[-1].responses)
-    last = [0] * n_resp
+    # Index of each group's first response in group-major order.
+    first = [0, *itertools.accumulate(len(g.responses) for g in groups)]
+    last = [0] * first[-1]
     src: list[int] = []
     tgt: list[int] = []
     seg: list[int] = []
@@ -296,7 +295,7 @@ def collate_shared_prompt(groups: Sequence[Group], pad_id: int, max_length: int)
             base = r * width
             ids[r, at : at + p] = torch.tensor(g.prompt_ids, dtype=torch.long)
             pos[r, at : at + p] = torch.arange(p)
-            grp[r, at : at + p + sizes[gi] - p] = gi
+            grp[r, at : at + sizes[gi]] = gi
             start = at + p
             for ri, resp in enumerate(g.responses):
                 n = len(resp)
@@ -311,7 +310,7 @@ def collate_shared_prompt(groups: Sequence[Group], pad_id: int, max_length: int)
                     base + start + j for j in range(n - 1)
                 ]
                 src.extend(preds)
-                tgt.extend(resp[len(resp) - len(preds) :])
+                tgt.extend(resp if p else resp[1:])
                 seg.extend([k] * len(preds))
                 start += n
             at += sizes[gi]

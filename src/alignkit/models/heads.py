@@ -44,7 +44,7 @@ from alignkit.models.load import (
     load_tokenizer,
     resolve_dtype,
 )
-from alignkit.models.logprobs import attention_implementation
+from alignkit.models.logprobs import shared_prompt_inputs
 
 HeadKind = Literal["reward", "cost", "value"]
 HEAD_KINDS: tuple[str, ...] = ("reward", "cost", "value")
@@ -439,7 +439,7 @@ def group_scores(model: nn.Module, gb: GroupBatch) -> torch.Tensor:
         assert gb.batch is not None and gb.batch.attention_mask is not None
         return scalar_scores(model, gb.batch.input_ids, gb.batch.attention_mask)
     rows = gb.shared
-    inputs = rows.model_inputs(eager=attention_implementation(model) == "eager")
+    inputs = shared_prompt_inputs(model, rows)
     inputs.pop("use_cache")
     values = model(**inputs)
     return values.reshape(-1).index_select(0, rows.last)

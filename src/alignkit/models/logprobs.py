@@ -189,7 +189,7 @@ def shared_prompt_logprobs(
 ) -> torch.Tensor:
     """log π of every response token ``[N]`` of a shared-prompt batch (``rows.tgt`` at
     ``rows.src``), the LM head applied at those positions only."""
-    inputs = rows.model_inputs(eager=attention_implementation(model) == "eager")
+    inputs = shared_prompt_inputs(model, rows)
     head = output_head(model)
     if head is None:
         logits = model(**inputs).logits.float()
@@ -197,6 +197,11 @@ def shared_prompt_logprobs(
     else:
         logits = logits_at(model, head, inputs, rows.src)
     return _picked_logprobs(logits, rows.tgt, temperature)
+
+
+def shared_prompt_inputs(model: torch.nn.Module, rows: SharedPromptRows) -> dict[str, Any]:
+    """Forward kwargs of a shared-prompt batch, the mask in the form ``model``'s attention takes."""
+    return rows.model_inputs(eager=attention_implementation(model) == "eager")
 
 
 def attention_implementation(model: torch.nn.Module) -> str | None:

@@ -36,11 +36,11 @@ from alignkit.models.logprobs import shared_prompt_logprobs, target_logprobs
 def sequence_logps(model: nn.Module, gb: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed completion log-probs, completion lengths), both ``[groups, responses]``, from
     one forward over all rows (chosen and rejected concatenated, group-major)."""
-    k = gb.group_of.numel() // gb.num_groups
+    n = gb.group_of.numel()
+    k = n // gb.num_groups
     if gb.shared is not None:
         rows = gb.shared
         tok = shared_prompt_logprobs(model, rows)
-        n = gb.group_of.numel()
         summed = tok.new_zeros(n).index_add(0, rows.seg, tok)
         lengths = torch.bincount(rows.seg, minlength=n).to(tok.dtype)
         return summed.view(-1, k), lengths.view(-1, k)

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from alignkit.data.pairs import Group, GroupBatch, collate_groups, collate_shared_prompt
+from alignkit.models.heads import group_scores
 from alignkit.models.logprobs import attention_implementation
+from alignkit.models.reference import sequence_logps
 
 Collate = Callable[[Sequence[Group]], GroupBatch]
 What = Literal["logps", "scores"]
@@ -32,11 +34,7 @@ What = Literal["logps", "scores"]
 
 def _outputs(model: nn.Module, gb: GroupBatch, what: What) -> torch.Tensor:
     if what == "scores":
-        from alignkit.models.heads import group_scores
-
         return group_scores(model, gb).float()
-    from alignkit.models.reference import sequence_logps
-
     summed, lengths = sequence_logps(model, gb)
     return (summed / lengths.clamp_min(1.0)).float().reshape(-1)  # per-token means
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,19 +150,8 @@ def add_prefixes(groups: Sequence[Group], copies: int, seed: int) -> list[Group]
     for _ in range(copies):
         for g in groups:
             cut = [r[: rng.randint(1, len(r) - 1)] if len(r) > 1 else r for r in g.responses]
-            if any(not c for c in cut) or len({tuple(c) for c in cut}) < len(cut):
-                continue
-            out.append(
-                Group(
-                    g.prompt_ids,
-                    cut,
-                    list(g.order),
-                    list(g.labels),
-                    list(g.safe),
-                    g.margin,
-                    {**g.extra, "prefix": True},
-                )
-            )
+            if len({tuple(c) for c in cut}) == len(cut):
+                out.append(replace(g, responses=cut, extra={**g.extra, "prefix": True}))
     return out
 
 
