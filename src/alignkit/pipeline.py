@@ -273,9 +273,17 @@ def run_stage(
             f"{', '.join(sorted([*recipes, 'sandbox', 'eval', 'report']))}"
         )
     spec = recipes[st.run]
-    overrides = [
-        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings.items()
-    ]
-    overrides.append(f"train.output_dir={folder}")
-    cfg = load_config(spec.config, config, overrides)
+    cfg = load_config(spec.config, config, recipe_overrides(settings, folder))
     return str(spec.run(cfg))
+
+
+def recipe_overrides(settings: dict[str, Any], folder: Path) -> list[str]:
+    """A recipe stage's ``with`` as ``key=value`` overrides, leaf by leaf: a nested
+    ``{"data": {"ranking_pairs": "all"}}`` (how ``stages.5.with.data.ranking_pairs=all`` from
+    the command line arrives) sets one field beside ``data.path`` instead of replacing the
+    whole ``data`` section. The output folder is always the stage's."""
+    out = [
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+        for k, v in _flatten(settings).items()
+    ]
+    return [*out, f"train.output_dir={folder}"]

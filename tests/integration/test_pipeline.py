@@ -111,3 +111,32 @@ def test_unknown_reference_and_command_are_clear(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="unknown command 'dance'"):
         Pipeline(load_pipeline(f)).run(log=lambda s: None)
+
+
+def test_a_nested_stage_override_sets_one_field_beside_dotted_ones(tmp_path: Path) -> None:
+    """`alignkit pipeline q.yaml stages.N.with.data.ranking_pairs=all` arrives nested next to
+    the file's flat ``data.path``: both must reach the recipe (the nested one once replaced the
+    whole data section and the run failed with 'data.path is empty')."""
+    from alignkit.config import load_config
+    from alignkit.configs import all_recipes
+    from alignkit.pipeline import recipe_overrides
+
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "root": str(tmp_path / "r"),
+                "stages": [
+                    {"name": "dpo", "run": "dpo", "with": {"data.path": "pairs.jsonl", "beta": 0.2}}
+                ],
+            }
+        )
+    )
+    cfg = load_pipeline(
+        f, ["stages.0.with.data.ranking_pairs=best_worst", "stages.0.with.train.lr=3e-4"]
+    )
+    settings = cfg.stages[0].with_
+    out = tmp_path / "r" / "dpo"
+    dpo = load_config(all_recipes()["dpo"].config, None, recipe_overrides(settings, out))
+    assert dpo.data.path == "pairs.jsonl" and dpo.data.ranking_pairs == "best_worst"
+    assert dpo.beta == 0.2 and dpo.train.lr == 3e-4 and dpo.train.output_dir == str(out)
