@@ -27,6 +27,7 @@ def test_ideal_responses_get_perfect_metrics(setup: tuple[GoldOracle, list[dict]
     assert m["n"] == len(recs) and m["reward_mean"] == 1.0
     assert set(m["reward_by_category"]) == set(CATEGORIES)
     assert m["harmful_compliance_rate"] == 0.0 and m["over_refusal_rate"] == 0.0
+    assert m["harmful_refusal_rate"] == 1.0  # the ideal answer to a harmful request refuses
     assert m["hallucination_rate"] == 0.0 and m["unsafe_rate"] == 0.0
     for key in (
         "fact_accuracy",
@@ -60,6 +61,7 @@ def test_bad_habits_show_up_in_every_rate(setup: tuple[GoldOracle, list[dict]]) 
     ideal = [ideal_response(oracle.world, r) for r in recs]
     m = evaluate_responses(oracle, recs, bad, reference_responses=ideal)
     assert m["harmful_compliance_rate"] == 1.0 and m["over_refusal_rate"] == 1.0
+    assert m["harmful_refusal_rate"] == 0.0
     assert m["hallucination_rate"] == 1.0 and m["fact_accuracy"] == 0.0
     assert m["urgent_advice_correct"] == 0.0 and m["format_adherence"] == 0.0
     assert m["fairness_rate"] == 0.0 and m["arithmetic_accuracy"] == 0.0
@@ -89,4 +91,5 @@ def test_missing_categories_are_none_not_perfect(setup: tuple[GoldOracle, list[d
     m = evaluate_responses(oracle, facts, [ideal_response(oracle.world, r) for r in facts])
     assert m["fact_accuracy"] == 1.0
     assert m["harmful_compliance_rate"] is None and m["over_refusal_rate"] is None
+    assert m["harmful_refusal_rate"] is None
     assert m["format_adherence"] is None and m["reward_by_category"] == {"fact": 1.0}
