@@ -1,7 +1,9 @@
 """Two processes (gloo on CPU) give the same SFT trajectory as one with the same global batch.
 
 `accelerate launch --cpu --num_processes 2` silently starts ONE process on a CPU-only machine,
-so the test launches with torchrun and asserts the world size the run reports.
+so the test launches with torchrun and asserts the world size the run reports. Every run is in
+float64 (test_grpo_two_processes_match_one says why): a weight difference beyond 1e-5 is then
+a sharding or normalisation error, never summation order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import assert_close
 
 from alignkit.engine.tracking import read_metrics
@@ -25,14 +28,37 @@ def _run(args: list[str], cwd: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
 
+def _float64_copy(model: Path, out: Path) -> Path:
+    """The checkpoint in float64 (``model.dtype=auto`` keeps it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).to(torch.float64)
+    m.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model).save_pretrained(out)
+    return out
+
+
+def _same_weights(a_dir: Path, b_dir: Path) -> None:
+    from safetensors.torch import load_file
+
+    a = load_file(str(a_dir / "model.safetensors"))
+    b = load_file(str(b_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert {t.dtype for t in a.values()} == {torch.float64}, "trained and saved in another dtype"
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-5, k
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
     reason="torchrun not installed",
 )
 def test_two_processes_match_one(tiny_llama: Path, sft_file: Path, tmp_path: Path) -> None:
+    """In float64, as every test here: see test_grpo_two_processes_match_one for why."""
     torchrun = str(Path(sys.executable).parent / "torchrun")
     common = [
-        f"model.path={tiny_llama}",
+        f"model.path={_float64_copy(tiny_llama, tmp_path / 'model64')}",
+        "model.dtype=auto",
         f"data.path={sft_file}",
         "train.max_steps=4",
         "train.lr=5e-3",
@@ -72,12 +98,7 @@ def test_two_processes_match_one(tiny_llama: Path, sft_file: Path, tmp_path: Pat
         [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")],
         [r["loss"] for r in read_metrics(tmp_path / "one" / "metrics.jsonl")],
     )
-    from safetensors.torch import load_file
-
-    a = load_file(str(tmp_path / "two" / "model.safetensors"))
-    b = load_file(str(tmp_path / "one" / "model.safetensors"))
-    for k in a:
-        assert (a[k] - b[k]).abs().max() < 1e-5, k
+    _same_weights(tmp_path / "two", tmp_path / "one")
 
 
 # -- DPO and GRPO ------------------------------------------------------------------------------
@@ -114,16 +135,6 @@ def _launch(two: bool, args: list[str], cwd: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
 
-def _same_weights(a_dir: Path, b_dir: Path) -> None:
-    from safetensors.torch import load_file
-
-    a = load_file(str(a_dir / "model.safetensors"))
-    b = load_file(str(b_dir / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert (a[k] - b[k]).abs().max() < 1e-5, k
-
-
 def _world(run: Path) -> int:
     return int(json.loads((run / "launch.json").read_text())["world_size"])
 
@@ -147,7 +158,8 @@ def test_dpo_two_processes_match_one(tiny_llama: Path, tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "pairs.jsonl", rows)
     common = [
         "dpo",
-        f"model.path={tiny_llama}",
+        f"model.path={_float64_copy(tiny_llama, tmp_path / 'model64')}",
+        "model.dtype=auto",
         f"data.path={data}",
         "data.eval_fraction=0",
         "data.max_length=64",
@@ -200,12 +212,20 @@ def rl_prompts(tmp_path: Path) -> Path:
 def test_grpo_two_processes_match_one(tiny_llama: Path, rl_prompts: Path, tmp_path: Path) -> None:
     """Replicated rollouts: both processes sample the same 16 sequences (same seed, same
     weights), compute advantages on all of them, then train on their strided shard of every
-    micro-batch. With the same global micro-batch (2 × 2 vs 1 × 4) the run equals one process."""
+    micro-batch. With the same global micro-batch (2 × 2 vs 1 × 4) the run equals one process.
+
+    In float64: the two runs sum the same per-sequence gradients in a different order, and
+    AdamW divides each coordinate by its own gradient scale, so where a gradient is nearly
+    zero by cancellation a float32 rounding difference becomes a visible weight difference
+    (1.2e-5 on an embedding row in CI, the mean difference 1.5e-9). In float64 the same
+    sums agree to ~1e-16, so any difference left beyond 1e-5 is a real sharding error."""
+    model = _float64_copy(tiny_llama, tmp_path / "model64")
+    f64 = "model.dtype=auto"
     _launch(
-        True, _grpo_args(tiny_llama, rl_prompts, tmp_path / "two", "train.batch_size=2"), tmp_path
+        True, _grpo_args(model, rl_prompts, tmp_path / "two", "train.batch_size=2", f64), tmp_path
     )
     _launch(
-        False, _grpo_args(tiny_llama, rl_prompts, tmp_path / "one", "train.batch_size=4"), tmp_path
+        False, _grpo_args(model, rl_prompts, tmp_path / "one", "train.batch_size=4", f64), tmp_path
     )
     two_s = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two_s["world_size"] == 2 and _world(tmp_path / "one") == 1
