@@ -259,7 +259,7 @@ def test_kto_on_unpaired_data(tiny_llama, data, tmp_path) -> None:
 
 def test_rankings_become_pairs(tiny_llama, data, tmp_path) -> None:
     counts = {}
-    for mode in ("all", "best_worst"):
+    for mode in ("all", "best_worst", "grouped"):
         out = run_dpo(
             cfg_for(
                 tiny_llama,
@@ -274,6 +274,7 @@ def test_rankings_become_pairs(tiny_llama, data, tmp_path) -> None:
         counts[mode] = (s["train_groups"], s["eval_groups"])
         assert "eval/loss" in metrics(out)[-1] and "eval/rewards/accuracy" in metrics(out)[-1]
     assert counts["all"] == (36 * 3, 12 * 3) and counts["best_worst"] == (36, 12)
+    assert counts["grouped"] == (36, 12)  # whole rankings; the loss forms their 3 pairs each
 
 
 def test_saved_folder_is_an_ordinary_hf_model(tiny_llama, data, tmp_path) -> None:

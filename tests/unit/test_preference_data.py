@@ -15,6 +15,7 @@ from alignkit.data.preference import (
     kto_groups,
     pair_groups,
     pairs_to_singles,
+    ranked_pairs,
 )
 from alignkit.data.readers import DataError
 from alignkit.data.records import Ranking
@@ -38,6 +39,10 @@ def test_ranking_pairs_all_and_best_worst() -> None:
     assert all(p.order == [0, 1] and p.prompt_ids == [1] for p in all_pairs)
     [bw] = pair_groups([g], "best_worst")
     assert bw.responses == [[12], [11]]
+    # grouped: the ranking stays whole and the loss forms the same six pairs from it
+    assert pair_groups([g], "grouped") == [g]
+    assert ranked_pairs(g) == [(2, 0), (2, 3), (2, 1), (0, 3), (0, 1), (3, 1)]
+    assert ranked_pairs(Group([1], [[5], [6]])) == [(0, 1)]  # no order: (chosen, rejected)
 
 
 def test_distinct_ranking_keeps_the_better_copy_and_drops_degenerate() -> None:

@@ -45,11 +45,14 @@ class PreferenceDataConfig(Section):
             "pairwise, responses → ranking, completion+label → unpaired."
         ),
     )
-    ranking_pairs: Literal["all", "best_worst"] = Field(
+    ranking_pairs: Literal["all", "best_worst", "grouped"] = Field(
         "all",
         description=(
-            "How a K-response ranking becomes pairs: all C(K,2) (winner, loser) pairs, or only "
-            "best vs worst (one pair per prompt, the least noisy label)."
+            "How a K-response ranking becomes pairs: all C(K,2) (winner, loser) pairs, each its "
+            "own batch element; only best vs worst (one pair per prompt, the least noisy "
+            "label); or 'grouped': all C(K,2) pairs from one batch element per ranking, each "
+            "response forwarded once (K forwards instead of 2·C(K,2); batch_size then counts "
+            "rankings, and the loss is the mean over the batch's pairs)."
         ),
     )
     to_unpaired: bool = Field(

@@ -50,16 +50,22 @@ def distinct_ranking(r: Ranking) -> Ranking | None:
     return Ranking(r.prompt, [r.responses[i] for i in keep], list(range(len(keep))), r.annotator)
 
 
+def ranked_pairs(g: Group) -> list[tuple[int, int]]:
+    """(winner, loser) response indices of every pair a ranked group implies, best first:
+    ``order`` [2, 0, 1] gives (2, 0), (2, 1), (0, 1). A group without an order is a pair
+    (chosen, rejected)."""
+    o = g.order or list(range(len(g.responses)))
+    return [(o[i], o[j]) for i in range(len(o)) for j in range(i + 1, len(o))]
+
+
 def pair_groups(groups: Sequence[Group], mode: str) -> list[Group]:
-    """Ranked K-groups → (winner, loser) groups: all C(K, 2) pairs or best vs worst."""
+    """Ranked K-groups → (winner, loser) groups: all C(K, 2) pairs or best vs worst; in
+    ``grouped`` mode the K-groups stay whole (the loss forms their pairs, ``ranked_pairs``)."""
+    if mode == "grouped":
+        return list(groups)
     out = []
     for g in groups:
-        o = g.order
-        pairs = (
-            [(o[0], o[-1])]
-            if mode == "best_worst"
-            else [(o[i], o[j]) for i in range(len(o)) for j in range(i + 1, len(o))]
-        )
+        pairs = [(g.order[0], g.order[-1])] if mode == "best_worst" else ranked_pairs(g)
         for w, l_ in pairs:
             out.append(Group(g.prompt_ids, [g.responses[w], g.responses[l_]], [0, 1]))
     return out
@@ -93,4 +99,11 @@ def kto_groups(singles: Sequence[Group], seed: int, max_length: int) -> list[Gro
     return out
 
 
-__all__ = ["detect_format", "distinct_ranking", "kto_groups", "pair_groups", "pairs_to_singles"]
+__all__ = [
+    "detect_format",
+    "distinct_ranking",
+    "kto_groups",
+    "pair_groups",
+    "pairs_to_singles",
+    "ranked_pairs",
+]

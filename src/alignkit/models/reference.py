@@ -35,19 +35,31 @@ from alignkit.models.logprobs import shared_prompt_logprobs, target_logprobs
 
 def sequence_logps(model: nn.Module, gb: GroupBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed completion log-probs, completion lengths), both ``[groups, responses]``, from
-    one forward over all rows (chosen and rejected concatenated, group-major)."""
+    one forward over all rows (chosen and rejected concatenated, group-major). Groups with
+    fewer responses than the largest (rankings that lost a repeated response) are padded
+    with zeros on the right; their pairs never index the padding."""
     n = gb.group_of.numel()
-    k = n // gb.num_groups
     if gb.shared is not None:
         rows = gb.shared
         tok = shared_prompt_logprobs(model, rows)
         summed = tok.new_zeros(n).index_add(0, rows.seg, tok)
         lengths = torch.bincount(rows.seg, minlength=n).to(tok.dtype)
-        return summed.view(-1, k), lengths.view(-1, k)
-    assert gb.batch is not None
-    # The LM head runs at completion positions only (prompt and padding logits are unused).
-    logp, mask = target_logprobs(model, gb.batch.model_inputs(), gb.batch.labels)
-    return logp.sum(-1).view(-1, k), mask.sum(-1).view(-1, k)
+    else:
+        assert gb.batch is not None
+        # The LM head runs at completion positions only (prompt and padding logits are unused).
+        logp, mask = target_logprobs(model, gb.batch.model_inputs(), gb.batch.labels)
+        summed, lengths = logp.sum(-1), mask.sum(-1)
+    return by_group(summed, gb), by_group(lengths, gb)
+
+
+def by_group(flat: torch.Tensor, gb: GroupBatch) -> torch.Tensor:
+    """Per-response values (group-major) → ``[groups, most responses]``, zero-padded."""
+    k = int(gb.index_in_group.max()) + 1
+    if flat.numel() == gb.num_groups * k:
+        return flat.view(-1, k)
+    out = flat.new_zeros(gb.num_groups, k)
+    where = (gb.group_of.to(flat.device), gb.index_in_group.to(flat.device))
+    return out.index_put(where, flat)
 
 
 class Reference:
@@ -116,7 +128,7 @@ class Reference:
                     return stored
         out = {}
         for name, groups in named.items():
-            k = len(groups[0].responses) if groups else 0
+            k = max((len(g.responses) for g in groups), default=0)
             rows = torch.zeros((len(groups), k), dtype=torch.float32)
             # Length-sorted batches pad little; the values do not depend on batch composition.
             order = sorted(range(len(groups)), key=lambda i: _longest(groups[i]))
@@ -124,7 +136,8 @@ class Reference:
                 idx = order[s : s + batch_size]
                 chunk = [groups[i] for i in idx]
                 gb = (collate(chunk) if collate else collate_groups(chunk, pad_id)).to(device)
-                rows[idx] = self.logps(gb).float().cpu()
+                values = self.logps(gb).float().cpu()
+                rows[idx, : values.shape[1]] = values
             out[name] = rows
         if write:
             save_file(out, str(cache))

@@ -46,6 +46,7 @@ from alignkit.data.preference import (
     kto_groups,
     pair_groups,
     pairs_to_singles,
+    ranked_pairs,
 )
 from alignkit.data.readers import read_records, write_jsonl
 from alignkit.data.records import PromptOnly
@@ -165,7 +166,10 @@ def groups_for(
     else:
         if fmt == "ranking":
             ranked = [r for r in (distinct_ranking(x) for x in records) if r is not None]
-            pairs = pair_groups(tokenize_rankings(gt, ranked, source), cfg.data.ranking_pairs)
+            mode = cfg.data.ranking_pairs
+            if mode == "grouped" and not kind.paired:
+                mode = "all"  # KTO splits pairs into singles: nothing to forward once
+            pairs = pair_groups(tokenize_rankings(gt, ranked, source), mode)
         else:
             pairs = tokenize_comparisons(gt, records, source)
         return pairs if kind.paired else kto_from_pairs(pairs, cfg, f"{source} holds {fmt} data")
@@ -242,10 +246,18 @@ def build_reference(cfg: DPOConfig, mode: str, policy: nn.Module) -> Reference:
 
 @dataclass
 class PrefBatch:
-    """A micro-batch: the groups' padded rows and, when precomputed, their reference log-probs."""
+    """A micro-batch: the groups' padded rows and, when precomputed, their reference log-probs.
+    ``pairs`` [P, 3] holds (group, winner, loser) of every pair the groups imply: one per pair
+    group, C(K, 2) per whole ranking (``data.ranking_pairs=grouped``)."""
 
     gb: GroupBatch
     ref: torch.Tensor | None
+    pairs: torch.Tensor
+
+    @classmethod
+    def of(cls, gb: GroupBatch, ref: torch.Tensor | None) -> PrefBatch:
+        rows = [(gi, w, l_) for gi, g in enumerate(gb.groups) for w, l_ in ranked_pairs(g)]
+        return cls(gb, ref, torch.tensor(rows, dtype=torch.long).view(-1, 3))
 
 
 @dataclass
@@ -270,10 +282,11 @@ class PreferenceStep:
             ref = ref.to(summed.device, summed.dtype)
         if self.kind.paired:
             loss, metrics = preference_loss(
-                self.kind, self._paired(summed, lengths, ref), self.config
+                self.kind, self._paired(summed, lengths, ref, mb.pairs), self.config
             )
             if ref is not None:
-                metrics["kl"] = kl_k1(summed, ref).detach().mean()
+                real = lengths > 0  # not the padding of a ranking with fewer responses
+                metrics["kl"] = kl_k1(summed[real], ref[real]).detach().mean()
         else:
             assert ref is not None
             loss, metrics = preference_loss(self.kind, self._unpaired(summed, ref, mb), self.config)
@@ -281,22 +294,27 @@ class PreferenceStep:
             matched = summed[:, 0].detach()
             metrics["logps/chosen"] = matched[desirable].sum() / desirable.sum()
             metrics["logps/rejected"] = matched[~desirable].sum() / (~desirable).sum()
-        share = mb.gb.num_groups / normaliser
+        share = self.units(mb) / normaliser
         out = {"loss": loss.detach().mean() * share}
         out.update({k: v * share for k, v in metrics.items()})
         return loss.sum() / normaliser, out
 
+    def units(self, mb: PrefBatch) -> int:
+        """What the loss averages over: pairs for paired losses, examples for KTO."""
+        return int(mb.pairs.shape[0]) if self.kind.paired else mb.gb.num_groups
+
     @staticmethod
     def _paired(
-        summed: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor | None
+        summed: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor | None, pairs: torch.Tensor
     ) -> PairedLogps:
+        g, w, l_ = pairs.to(summed.device).unbind(1)
         return PairedLogps(
-            policy_chosen=summed[:, 0],
-            policy_rejected=summed[:, 1],
-            chosen_lengths=lengths[:, 0],
-            rejected_lengths=lengths[:, 1],
-            ref_chosen=None if ref is None else ref[:, 0],
-            ref_rejected=None if ref is None else ref[:, 1],
+            policy_chosen=summed[g, w],
+            policy_rejected=summed[g, l_],
+            chosen_lengths=lengths[g, w],
+            rejected_lengths=lengths[g, l_],
+            ref_chosen=None if ref is None else ref[g, w],
+            ref_rejected=None if ref is None else ref[g, l_],
         )
 
     def _unpaired(self, summed: torch.Tensor, ref: torch.Tensor, mb: PrefBatch) -> UnpairedLogps:
@@ -321,8 +339,8 @@ def _desirable(mb: PrefBatch) -> torch.Tensor:
 def evaluate(
     step: PreferenceStep, model: nn.Module, batches: Sequence[PrefBatch]
 ) -> dict[str, float]:
-    """Loss and metrics over the held-out groups (each group weighted equally)."""
-    n = sum(b.gb.num_groups for b in batches)
+    """Loss and metrics over the held-out pairs (KTO: examples), each weighted equally."""
+    n = sum(step.units(b) for b in batches)
     sums: dict[str, float] = {}
     forwards = step.forwards
     for b in batches:
@@ -379,7 +397,7 @@ def train_round(
 
     def batch(groups: list[Group], ref: torch.Tensor | None, idx: list[int]) -> PrefBatch:
         gb = collate([groups[i] for i in idx]).to(dist.device)
-        return PrefBatch(gb, None if ref is None else ref[idx])
+        return PrefBatch.of(gb, None if ref is None else ref[idx])
 
     windows = Windows(
         len(train),
@@ -406,7 +424,7 @@ def train_round(
     last = trainer.fit(
         windows,
         run.step,
-        count=lambda b: b.gb.num_groups,
+        count=run.step.units,
         eval_fn=(lambda m: evaluate(run.step, m, eval_batches)) if eval_batches else None,
         tokens=lambda b: b.gb.num_real_tokens,
     )
