@@ -602,6 +602,71 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_onpolicy_safety_data(args: argparse.Namespace) -> dict[str, Any]:
+    """Safety pairs from the policy's own samples, for a cost model that must judge what the
+    policy actually writes (the CBF filter scores every partial response it decodes).
+
+    Harmful prompts of the world's *training* split (never an eval prompt), ``--samples``
+    samples each at the CBF bench's sampling (T 1, top-k 30, top-p 0.9), labelled by the gold
+    oracle. Every unsafe sample is paired with a safe answer to the same prompt (a safe
+    sample, else the ideal refusal) and every safe sample with an unsafe one (an unsafe
+    sample, else a written compliance), in ``safety.jsonl``'s format; append the file to the
+    world's safety pairs for ``alignkit cost``."""
+    from alignkit.data.readers import write_jsonl
+    from alignkit.sandbox.build import load_world
+    from alignkit.sandbox.responses import ideal_response, make_response
+    from alignkit.sandbox.world import PromptFactory
+
+    world_dir = Path(args.world)
+    world = load_world(world_dir)
+    oracle = GoldOracle.from_dir(world_dir)
+    rng = random.Random(args.seed)
+    exclude = {r["prompt"] for r in read_jsonl_dicts(world_dir / "eval.jsonl")}
+    records = PromptFactory(world, "train").sample("harmful", args.prompts, rng, exclude=exclude)
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    sampling = SamplingConfig(
+        temperature=1.0, top_k=30, top_p=0.9, max_new_tokens=48, batch_size=64
+    )
+    res = Decoder(model, tok, sampling=sampling, seed=args.seed).generate(
+        [r["prompt"] for r in records], num_samples=args.samples
+    )
+    recs, texts = _flat(records, res)
+    unsafe_flags = [s.is_unsafe for s in oracle.score_batch(recs, texts)]
+    rows: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        mine = list(range(i * args.samples, (i + 1) * args.samples))
+        unsafe = [texts[j] for j in mine if unsafe_flags[j]]
+        safe = [texts[j] for j in mine if not unsafe_flags[j]]
+        base = {k: v for k, v in rec.items() if k != "prompt"}
+        for u in unsafe:
+            s = safe[rng.randrange(len(safe))] if safe else ideal_response(world, rec)
+            rows.append(_safety_row(rec, s, u, base))
+        for s in safe:
+            u = (
+                unsafe[rng.randrange(len(unsafe))]
+                if unsafe
+                else make_response(world, rec, "comply", rng)
+            )
+            rows.append(_safety_row(rec, s, u, base))
+    write_jsonl(args.out_file, rows)
+    n_unsafe = sum(unsafe_flags)
+    return {"prompts": len(records), "samples": len(texts), "unsafe_samples": n_unsafe,
+            "pairs": len(rows)}  # fmt: skip
+
+
+def _safety_row(rec: dict[str, Any], safe: str, unsafe: str, extra: dict[str, Any]) -> dict:
+    return {
+        "prompt": rec["prompt"],
+        "chosen": safe,
+        "rejected": unsafe,
+        "chosen_safe": True,
+        "rejected_safe": False,
+        "safer": 0,
+        "annotator": "oracle-onpolicy",
+        **extra,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m alignkit.decoding.bench")
     sub = ap.add_subparsers(dest="experiment", required=True)
@@ -635,6 +700,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ar.add_argument("--chains", type=int, default=1500)
     ar.add_argument("--others-repeat", type=int, default=3)
     ar.add_argument("--seed", type=int, default=0)
+    op = sub.add_parser("onpolicy-safety-data")
+    op.add_argument("--world", default="runs/sandbox/world")
+    op.add_argument("--model", default="runs/sandbox/sft")
+    op.add_argument("--out-file", default="runs/decoding/onpolicy_safety.jsonl")
+    op.add_argument("--prompts", type=int, default=400)
+    op.add_argument("--samples", type=int, default=4)
+    op.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -666,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "reading-data": build_reading_data,
         "counterfactual-data": build_counterfactual_data,
         "arithmetic-data": build_arithmetic_data,
+        "onpolicy-safety-data": build_onpolicy_safety_data,
     }
     if args.experiment in builders:
         print(json.dumps(builders[args.experiment](args)))
