@@ -654,6 +654,74 @@ def build_onpolicy_safety_data(args: argparse.Namespace) -> dict[str, Any]:
             "pairs": len(rows)}  # fmt: skip
 
 
+def build_onpolicy_rankings(args: argparse.Namespace) -> dict[str, Any]:
+    """Rankings of the policy's own samples, for a reward model that must rank what the policy
+    writes (best-of-N and RL score nothing else), as InstructGPT collected its comparisons.
+
+    Every prompt of the world's ``rankings.jsonl`` (so a reward model's split by prompt holds
+    out the same prompts), ``--samples`` samples each at temperature 1, distinct ones ranked by
+    a simulated annotator of the world's pool (noise and length bias included) from their gold
+    rewards, in ``rankings.jsonl``'s format; prompts with fewer than two distinct samples are
+    skipped. Append the file to the world's rankings for ``alignkit reward``. The rows of the
+    prompts a reward model run holds out (``data.eval_fraction`` ``--eval-fraction`` with
+    ``train.seed`` ``--split-seed``) also go to ``<out-file>`` with ``.held`` before the suffix,
+    for ``alignkit rm-report`` on samples the model never saw."""
+    from types import SimpleNamespace
+
+    from alignkit.data.readers import write_jsonl
+    from alignkit.data.reward_data import split_by_prompt
+    from alignkit.sandbox.annotators import AnnotatorPool
+    from alignkit.sandbox.oracle import words
+
+    world_dir = Path(args.world)
+    oracle = GoldOracle.from_dir(world_dir)
+    pool = AnnotatorPool.default()
+    rng = random.Random(args.seed)
+    source = read_jsonl_dicts(world_dir / "rankings.jsonl")
+    model, tok = load_causal_lm(ModelConfig(path=args.model), for_training=False)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=48, batch_size=128)
+    res = Decoder(model, tok, sampling=sampling, seed=args.seed).generate(
+        [r["prompt"] for r in source], num_samples=args.samples
+    )
+    rows, skipped = [], 0
+    for rec, r in zip(source, res, strict=True):
+        texts = list(dict.fromkeys(x.text for x in r.samples))
+        if len(texts) < 2:
+            skipped += 1
+            continue
+        extra = {k: v for k, v in rec.items() if k not in _RANKING_FIELDS}
+        gold = oracle.rewards([extra | {"prompt": rec["prompt"]}] * len(texts), texts)
+        annotator = pool.pick(rng)
+        ranking = annotator.rank(gold, [len(words(t)) for t in texts], rng)
+        rows.append(
+            {
+                "prompt": rec["prompt"],
+                "responses": texts,
+                "ranking": ranking,
+                "annotator": annotator.id,
+                **extra,
+                "response_kinds": ["sample"] * len(texts),
+                "gold_rewards": gold,
+            }
+        )
+    write_jsonl(args.out_file, rows)
+    prompts = [SimpleNamespace(prompt=r["prompt"]) for r in source]
+    _, held_recs = split_by_prompt(prompts, args.eval_fraction, args.split_seed)  # type: ignore[arg-type]
+    held = {r.prompt for r in held_recs}
+    out = Path(args.out_file)
+    held_rows = [r for r in rows if r["prompt"] in held]
+    write_jsonl(out.with_name(f"{out.stem}.held{out.suffix}"), held_rows)
+    return {
+        "prompts": len(source),
+        "rankings": len(rows),
+        "skipped": skipped,
+        "held_out_rankings": len(held_rows),
+    }
+
+
+_RANKING_FIELDS = ("prompt", "responses", "ranking", "annotator", "response_kinds", "gold_rewards")
+
+
 def _safety_row(rec: dict[str, Any], safe: str, unsafe: str, extra: dict[str, Any]) -> dict:
     return {
         "prompt": rec["prompt"],
@@ -707,6 +775,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     op.add_argument("--prompts", type=int, default=400)
     op.add_argument("--samples", type=int, default=4)
     op.add_argument("--seed", type=int, default=0)
+    orr = sub.add_parser("onpolicy-rankings")
+    orr.add_argument("--world", default="runs/sandbox/world")
+    orr.add_argument("--model", default="runs/sandbox/sft")
+    orr.add_argument("--out-file", default="runs/decoding/onpolicy_rankings.jsonl")
+    orr.add_argument("--samples", type=int, default=4)
+    orr.add_argument("--eval-fraction", type=float, default=0.1)
+    orr.add_argument("--split-seed", type=int, default=0)
+    orr.add_argument("--seed", type=int, default=0)
     for name in ("cbf", "bon", "rag", "cot"):
         p = sub.add_parser(name)
         p.add_argument("--world", default="runs/sandbox/world")
@@ -739,6 +815,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "counterfactual-data": build_counterfactual_data,
         "arithmetic-data": build_arithmetic_data,
         "onpolicy-safety-data": build_onpolicy_safety_data,
+        "onpolicy-rankings": build_onpolicy_rankings,
     }
     if args.experiment in builders:
         print(json.dumps(builders[args.experiment](args)))
