@@ -16,6 +16,7 @@ top-p; greedy at temperature 0); the tests check it reproduces ``generate``'s gr
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,14 @@ class Decoded:
     cbf: CBFTrace | None = None
     guide_values: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The forward argument that carries the KV cache: ``cache`` in transformers >= 5.25
+    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before.
+    The output field has the same name. PEFT wrappers are looked through."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _nucleus(probs: Tensor, top_p: float) -> Tensor:
@@ -161,6 +170,7 @@ def _decode_batch(
         for r in range(rows):
             traces[r].h.append(h_cur[r])
     past = None
+    kv = cache_kwarg(model)
     inp = ids
     greedy = sampling.temperature == 0.0
     for step in range(sampling.max_new_tokens):
@@ -168,10 +178,10 @@ def _decode_batch(
             input_ids=inp,
             attention_mask=attn,
             position_ids=pos[:, -inp.shape[1] :],
-            past_key_values=past,
             use_cache=True,
+            **{kv: past},
         )
-        past = out.past_key_values
+        past = getattr(out, kv)
         active = [r for r in range(rows) if not done[r]]
         logits = out.logits[active, -1, :].double()
         probs = torch.softmax(logits / (1.0 if greedy else sampling.temperature), dim=-1).cpu()

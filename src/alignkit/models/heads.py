@@ -39,6 +39,7 @@ from alignkit.models.load import (
     _check_folder,
     check_vocab,
     disable_dropout,
+    enable_activation_checkpointing,
     freeze,
     is_peft,
     load_tokenizer,
@@ -365,9 +366,7 @@ def prepare_scalar_for_training(model: ScalarHeadModel, cfg: ModelConfig) -> nn.
     """Freezing and gradient checkpointing on the backbone; LoRA on the backbone with the head
     fully trained (peft ``modules_to_save``): a new head cannot be learned through adapters."""
     if cfg.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        enable_activation_checkpointing(model.backbone)
     freeze(model.backbone, cfg.freeze)
     if cfg.lora.enabled:
         return apply_scalar_lora(model, cfg.lora)

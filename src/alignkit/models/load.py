@@ -139,9 +139,20 @@ def disable_dropout(model: nn.Module) -> None:
             m.p = 0.0
 
 
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Non-reentrant activation checkpointing under either name: transformers >= 5.25 calls it
+    ``activation_checkpointing_enable`` (the old name warns and goes in v6), earlier releases
+    only have ``gradient_checkpointing_enable``."""
+    new = getattr(model, "activation_checkpointing_enable", None)
+    if new is not None:
+        new(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def prepare_for_training(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
         model.config.use_cache = False
     freeze(model, cfg.freeze)
     if cfg.lora.enabled:
