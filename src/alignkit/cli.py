@@ -135,8 +135,12 @@ def training_command(
             return
 
         def go() -> Any:
+            from alignkit.engine.distributed import shutdown
+
             cfg = load_config(model, config, overrides)
-            return runner(cfg)
+            out = runner(cfg)
+            shutdown()
+            return out
 
         run_guarded(go)
 

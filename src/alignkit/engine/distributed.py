@@ -286,3 +286,17 @@ class Dist:
     def print(self, *args: Any) -> None:
         if self.is_main:
             print(*args, flush=True)
+
+
+def shutdown() -> None:
+    """Destroy the default process group once a run has finished everywhere.
+
+    Why: a process that exits with the group alive can abort *after* everything was saved
+    (gloo's worker threads outlive the interpreter's finalisation: "terminate called without
+    an active exception", SIGABRT, and torchrun reports the whole run as failed). Only after
+    success: when a rank raised, the others may sit in a collective and a destroy would hang.
+    """
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
