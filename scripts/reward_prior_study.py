@@ -38,7 +38,7 @@ from reward_gold_check import held_out, pair_accuracy  # noqa: E402
 from alignkit.config import ModelConfig
 from alignkit.data.pairs import collate_groups
 from alignkit.models.load import load_causal_lm
-from alignkit.models.logprobs import target_logprobs
+from alignkit.models.reference import sequence_logps
 from alignkit.models.scorer import RewardScorer
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -51,25 +51,32 @@ def scores_of(rm: Path, records: list[Any]) -> tuple[RewardScorer, list[list[flo
 
 @torch.no_grad()
 def logprobs(
-    lm: Path, scorer: RewardScorer, records: list[Any], mean: bool = True
-) -> list[list[float]]:
-    """Mean (or summed) log-prob of each response under ``lm``, tokenised as the RM reads it."""
+    lm: Path, scorer: RewardScorer, records: list[Any]
+) -> tuple[list[list[float]], list[list[float]]]:
+    """(summed log-prob, token count) of each response under ``lm``, tokenised as the RM
+    reads it."""
     model, _ = load_causal_lm(ModelConfig(path=str(lm)), for_training=False)
     model.eval()
-    out = []
+    sums, lengths = [], []
     for r in records:
-        batch = collate_groups([scorer.group(r.prompt, r.responses)], scorer.pad_id).batch
-        logp, mask = target_logprobs(model, batch.model_inputs(), batch.labels)
-        out.append((logp.sum(-1) / (mask.sum(-1) if mean else 1)).tolist())
-    return out
+        s, n = sequence_logps(
+            model, collate_groups([scorer.group(r.prompt, r.responses)], scorer.pad_id)
+        )
+        sums.append(s[0].tolist())
+        lengths.append(n[0].tolist())
+    return sums, lengths
 
 
-def accuracy(records: list[Any], scores: list[list[float]]) -> dict[str, Any]:
+def pairs_of(records: list[Any], scores: list[list[float]]) -> dict[str, Any]:
     items = [
         (r.extra["category"], r.extra["gold_rewards"], s)
         for r, s in zip(records, scores, strict=True)
     ]
-    return {k: v["accuracy"] for k, v in pair_accuracy(items).items()}
+    return pair_accuracy(items)
+
+
+def accuracy(records: list[Any], scores: list[list[float]]) -> dict[str, Any]:
+    return {k: v["accuracy"] for k, v in pairs_of(records, scores).items()}
 
 
 def zscored_mean(members: list[list[list[float]]]) -> list[list[float]]:
@@ -104,8 +111,16 @@ def main() -> None:
             for line in rankings.read_text().splitlines(keepends=True):
                 (he if json.loads(line)["prompt"] in held else tr).write(line)
     scorer, rm = scores_of(a.run / "rm", records)
-    ell = logprobs(a.run / "sft", scorer, records)
-    result: dict[str, Any] = {"held_out_rankings": len(records), "rm": accuracy(records, rm)}
+    sft_sums, sft_lengths = logprobs(a.run / "sft", scorer, records)
+    ell = [
+        [x / n for x, n in zip(S, N, strict=True)]
+        for S, N in zip(sft_sums, sft_lengths, strict=True)
+    ]
+    rm_pairs = pairs_of(records, rm)
+    result: dict[str, Any] = {
+        "held_out_rankings": len(records),
+        "rm": {k: v["accuracy"] for k, v in rm_pairs.items()},
+    }
     result["sft_mean_logprob"] = accuracy(records, ell)
     result["labels"] = accuracy(
         records, [[-r.ranking.index(i) for i in range(len(r.responses))] for r in records]
@@ -120,13 +135,7 @@ def main() -> None:
     result["rm_plus_w_logprob"] = {str(w): v["all"] for w, v in prior.items()}
     cats = [c for c in result["rm"] if c != "all"]
     best = {c: max(WEIGHTS, key=lambda w: prior[w][c]) for c in cats}
-    pairs = pair_accuracy(
-        [
-            (r.extra["category"], r.extra["gold_rewards"], s)
-            for r, s in zip(records, rm, strict=True)
-        ]
-    )
-    gated = sum(prior[best[c]][c] * pairs[c]["pairs"] for c in cats) / pairs["all"]["pairs"]
+    gated = sum(prior[best[c]][c] * rm_pairs[c]["pairs"] for c in cats) / rm_pairs["all"]["pairs"]
     result["gate_upper_bound"] = {
         "all": round(gated, 4),
         "by_category": {c: {"w": best[c], "accuracy": prior[best[c]][c]} for c in cats},
@@ -136,10 +145,9 @@ def main() -> None:
         result["members"] = [accuracy(records, m)["all"] for m in members]
         result["ensemble_zscored_mean"] = accuracy(records, zscored_mean(members))["all"]
     if a.implicit:
-        pol = logprobs(a.implicit, scorer, records, mean=False)
-        ref = logprobs(a.run / "sft", scorer, records, mean=False)
+        pol, _ = logprobs(a.implicit, scorer, records)
         implicit = [
-            [p - q for p, q in zip(P, Q, strict=True)] for P, Q in zip(pol, ref, strict=True)
+            [p - q for p, q in zip(P, Q, strict=True)] for P, Q in zip(pol, sft_sums, strict=True)
         ]
         result["dpo_implicit_reward"] = accuracy(records, implicit)
     text = json.dumps(result, indent=1)

@@ -666,10 +666,9 @@ def build_onpolicy_rankings(args: argparse.Namespace) -> dict[str, Any]:
     prompts a reward model run holds out (``data.eval_fraction`` ``--eval-fraction`` with
     ``train.seed`` ``--split-seed``) also go to ``<out-file>`` with ``.held`` before the suffix,
     for ``alignkit rm-report`` on samples the model never saw."""
-    from types import SimpleNamespace
-
     from alignkit.data.readers import write_jsonl
-    from alignkit.data.reward_data import split_by_prompt
+    from alignkit.data.records import as_text
+    from alignkit.data.reward_data import read_preferences, split_by_prompt
     from alignkit.sandbox.annotators import AnnotatorPool
     from alignkit.sandbox.oracle import words
 
@@ -705,9 +704,9 @@ def build_onpolicy_rankings(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     write_jsonl(args.out_file, rows)
-    prompts = [SimpleNamespace(prompt=r["prompt"]) for r in source]
-    _, held_recs = split_by_prompt(prompts, args.eval_fraction, args.split_seed)  # type: ignore[arg-type]
-    held = {r.prompt for r in held_recs}
+    ranked = read_preferences(world_dir / "rankings.jsonl").records
+    _, held_recs = split_by_prompt(ranked, args.eval_fraction, args.split_seed)
+    held = {as_text(r.prompt) for r in held_recs}
     out = Path(args.out_file)
     held_rows = [r for r in rows if r["prompt"] in held]
     write_jsonl(out.with_name(f"{out.stem}.held{out.suffix}"), held_rows)

@@ -54,7 +54,7 @@ def sequence_logps(model: nn.Module, gb: GroupBatch) -> tuple[torch.Tensor, torc
 
 def by_group(flat: torch.Tensor, gb: GroupBatch) -> torch.Tensor:
     """Per-response values (group-major) → ``[groups, most responses]``, zero-padded."""
-    k = int(gb.index_in_group.max()) + 1
+    k = max(len(g.responses) for g in gb.groups)  # from the host-side groups: no device sync
     if flat.numel() == gb.num_groups * k:
         return flat.view(-1, k)
     out = flat.new_zeros(gb.num_groups, k)

@@ -257,7 +257,8 @@ class PrefBatch:
     @classmethod
     def of(cls, gb: GroupBatch, ref: torch.Tensor | None) -> PrefBatch:
         rows = [(gi, w, l_) for gi, g in enumerate(gb.groups) for w, l_ in ranked_pairs(g)]
-        return cls(gb, ref, torch.tensor(rows, dtype=torch.long).view(-1, 3))
+        pairs = torch.tensor(rows, dtype=torch.long, device=gb.group_of.device).view(-1, 3)
+        return cls(gb, ref, pairs)
 
 
 @dataclass
@@ -307,7 +308,7 @@ class PreferenceStep:
     def _paired(
         summed: torch.Tensor, lengths: torch.Tensor, ref: torch.Tensor | None, pairs: torch.Tensor
     ) -> PairedLogps:
-        g, w, l_ = pairs.to(summed.device).unbind(1)
+        g, w, l_ = pairs.unbind(1)
         return PairedLogps(
             policy_chosen=summed[g, w],
             policy_rejected=summed[g, l_],
